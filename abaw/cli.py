@@ -1,0 +1,229 @@
+"""The `abaw` command line: one small entry per sub-command, each calling the library.
+
+Each command is registered once in COMMANDS with its arguments and the
+`module:function` that runs it. A command whose module is not built yet says
+so in one line and exits 2. Library errors (`AbawError`) print one sentence
+and exit 1; nothing prints a traceback for bad user input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from abaw import __version__
+from abaw.errors import AbawError
+
+TRACK_CHOICES = ("eri", "expr")
+
+
+def _track(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--track", choices=TRACK_CHOICES, required=required, help="challenge track")
+
+
+def _runs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run directory (default: runs/)")
+
+
+def _storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: sqlite:///<runs>/optuna.db; "
+        "postgresql://user:pw@host/db to share one study across machines)",
+    )
+
+
+def _args_synth(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the data set into")
+    g = p.add_argument_group("size and content")
+    g.add_argument("--scale", choices=("tiny", "small", "full"), default="small",
+                   help="tiny: seconds (tests); small: a CPU demo; full: the real challenge sizes")
+    g.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic per seed)")
+    g.add_argument("--layout", choices=("muse", "abaw5"), default="muse",
+                   help="ERI only: MuSe-2022 (feats/ + labels.csv + partition.csv) or ABAW5 (data_info.csv)")
+    g.add_argument("--features", metavar="A,B", help="comma-separated feature sets / backbones to write "
+                   "(default: all at tiny/small scale, the paper's at full scale)")
+    g.add_argument("--format", dest="feature_format", choices=("npy", "csv"), default="npy",
+                   help="Expr only: per-frame feature files as .npy (default) or .csv")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+
+
+def _args_inspect(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
+    p.add_argument("--features", metavar="A,B", help="only these feature sets / backbones")
+    p.add_argument("--no-cache", action="store_true", help="parse every file again, ignoring the cache")
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", required=True, metavar="FILE", help="sweep file (sweeps/*.toml); its [fixed] values are used")
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    _runs(p)
+    p.add_argument("--name", metavar="NAME", help="run folder name under <runs>/train/ (default: sweep name + time)")
+
+
+def _args_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", required=True, metavar="FILE", help="sweep file with a [space] to search")
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
+    g = p.add_argument_group("budget")
+    g.add_argument("--trials", type=int, help="number of trials for this worker")
+    g.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    g.add_argument("--jobs", type=int, default=1, help="trials run in parallel by this worker (several per GPU)")
+    g = p.add_argument_group("study")
+    _storage(g)
+    g.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
+    _runs(g)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="pin a setting for every trial (removed from the search space)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+
+def _args_studies(p: argparse.ArgumentParser) -> None:
+    _storage(p)
+    _runs(p)
+
+
+def _args_ensemble(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    p.add_argument("--studies", required=True, metavar="A,B", help="comma-separated study names")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="best trials taken from each study")
+    p.add_argument("--method", choices=("mean", "greedy"), default="mean", help="plain mean or greedy ensemble selection")
+    _storage(p)
+    _runs(p)
+    p.add_argument("--name", required=True, help="name of the ensemble (folder under <runs>/ensembles/)")
+
+
+def _args_submit(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ensemble", metavar="NAME", help="an ensemble made by `abaw ensemble`")
+    src.add_argument("--predictions", metavar="FILE", help="a test-split predictions .npz")
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root (for the test IDs / frame list)")
+    _runs(p)
+    p.add_argument("--format", choices=("single", "per-video"), default="single", help="Expr: one file or one per video")
+    p.add_argument("--id-style", choices=("as-data", "bracketed", "bare"), default="as-data", help="ERI: how File_IDs are written")
+    p.add_argument("--out", default="submissions", metavar="DIR", help="output folder (default: submissions/)")
+
+
+def _args_validate(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    p.add_argument("path", metavar="PATH", help="submission file or folder")
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root (for the expected IDs / frames)")
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="STUDY|ENSEMBLE", help="a study or ensemble name")
+    _storage(p)
+    _runs(p)
+    p.add_argument("--out", metavar="DIR", help="where to write tables and plots")
+
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo", metavar="DIR", help="working folder (default: demo/)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its help, example, arguments and implementation."""
+
+    name: str
+    help: str
+    example: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    target: str  # "module:function", function(args) -> int
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("synth", "write a synthetic data set in the real challenge layout",
+            "abaw synth --track eri --out data/eri-small --scale small --seed 0", _args_synth, "abaw.synth:main"),
+    Command("inspect", "show what the loaders find in a data folder, and every problem",
+            "abaw inspect --track eri --data data/eri-small", _args_inspect, "abaw.inspect:main"),
+    Command("train", "train one configuration of a sweep file (no search)",
+            "abaw train --sweep sweeps/eri-fusion.toml --data data/eri-small --set train.epochs=20",
+            _args_train, "abaw.train:main"),
+    Command("tune", "search hyperparameters with Optuna (many workers may share one study)",
+            "abaw tune --sweep sweeps/eri-fusion.toml --data data/eri-small --trials 20",
+            _args_tune, "abaw.tune:main"),
+    Command("studies", "list studies with best values and trial counts",
+            "abaw studies --storage sqlite:///runs/optuna.db", _args_studies, "abaw.tune:studies_main"),
+    Command("ensemble", "average the best trials' predictions of one or more studies",
+            "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --name final",
+            _args_ensemble, "abaw.ensemble:main"),
+    Command("submit", "write a validated challenge submission from an ensemble or predictions",
+            "abaw submit --track eri --ensemble final --data data/eri-small", _args_submit, "abaw.submit:main"),
+    Command("validate", "check a submission file as the challenge server would (exit 0 = accepted)",
+            "abaw validate --track eri submissions/final/predictions.csv --data data/eri-small",
+            _args_validate, "abaw.submit:validate_main"),
+    Command("report", "tables and plots of a study or an ensemble",
+            "abaw report eri-fusion --out reports/", _args_report, "abaw.report:main"),
+    Command("demo", "synth -> tune -> ensemble -> submit on built-in demo data, minutes on a CPU",
+            "abaw demo --out demo/", _args_demo, "abaw.demo:main"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="abaw",
+        description="From ABAW challenge features to a tuned, ensembled, validated submission "
+        "(ERI on Hume-Reaction, Expr on Aff-Wild2).",
+        epilog="Pipeline: synth/inspect -> train/tune -> ensemble -> submit/validate. "
+        "Run `abaw COMMAND --help` for a command's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"abaw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS:
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.help[0].upper() + cmd.help[1:] + ".",
+            epilog=f"example:\n  {cmd.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_args(p)
+        p.set_defaults(_target=cmd.target, _name=cmd.name)
+    return parser
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int] | None:
+    module, _, func = target.partition(":")
+    if importlib.util.find_spec(module) is None:
+        return None
+    return getattr(importlib.import_module(module), func, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `abaw` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    fn = _resolve(args._target)
+    if fn is None:
+        print(f"abaw {args._name}: not built yet in this version ({__version__}).", file=sys.stderr)
+        return 2
+    try:
+        return int(fn(args) or 0)
+    except AbawError as e:
+        from abaw.console import err_console
+
+        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
