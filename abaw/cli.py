@@ -42,15 +42,34 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the data set into")
     g = p.add_argument_group("size and content")
-    g.add_argument("--scale", choices=("tiny", "small", "full"), default="small",
-                   help="tiny: seconds (tests); small: a CPU demo; full: the real challenge sizes")
-    g.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic per seed)")
-    g.add_argument("--layout", choices=("muse", "abaw5"), default="muse",
-                   help="ERI only: MuSe-2022 (feats/ + labels.csv + partition.csv) or ABAW5 (data_info.csv)")
-    g.add_argument("--features", metavar="A,B", help="comma-separated feature sets / backbones to write "
-                   "(default: all at tiny/small scale, the paper's at full scale)")
-    g.add_argument("--format", dest="feature_format", choices=("npy", "csv"), default="npy",
-                   help="Expr only: per-frame feature files as .npy (default) or .csv")
+    g.add_argument(
+        "--scale",
+        choices=("tiny", "small", "full"),
+        default="small",
+        help="tiny: seconds (tests); small: a CPU demo; full: the real challenge sizes",
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="random seed (output is deterministic per seed)"
+    )
+    g.add_argument(
+        "--layout",
+        choices=("muse", "abaw5"),
+        default="muse",
+        help="ERI only: MuSe-2022 (feats/ + labels.csv + partition.csv) or ABAW5 (data_info.csv)",
+    )
+    g.add_argument(
+        "--features",
+        metavar="A,B",
+        help="comma-separated feature sets / backbones to write "
+        "(default: all at tiny/small scale, the paper's at full scale)",
+    )
+    g.add_argument(
+        "--format",
+        dest="feature_format",
+        choices=("npy", "csv"),
+        default="npy",
+        help="Expr only: per-frame feature files as .npy (default) or .csv",
+    )
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
 
 
@@ -58,33 +77,65 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     p.add_argument("--features", metavar="A,B", help="only these feature sets / backbones")
-    p.add_argument("--no-cache", action="store_true", help="parse every file again, ignoring the cache")
+    p.add_argument(
+        "--no-cache", action="store_true", help="parse every file again, ignoring the cache"
+    )
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", required=True, metavar="FILE", help="sweep file (sweeps/*.toml); its [fixed] values are used")
+    p.add_argument(
+        "--sweep",
+        required=True,
+        metavar="FILE",
+        help="sweep file (sweeps/*.toml); its [fixed] values are used",
+    )
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runs(p)
-    p.add_argument("--name", metavar="NAME", help="run folder name under <runs>/train/ (default: sweep name + time)")
+    p.add_argument(
+        "--name",
+        metavar="NAME",
+        help="run folder name under <runs>/train/ (default: sweep name + time)",
+    )
 
 
 def _args_tune(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", required=True, metavar="FILE", help="sweep file with a [space] to search")
+    p.add_argument(
+        "--sweep", required=True, metavar="FILE", help="sweep file with a [space] to search"
+    )
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     g = p.add_argument_group("budget")
     g.add_argument("--trials", type=int, help="number of trials for this worker")
-    g.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
-    g.add_argument("--jobs", type=int, default=1, help="trials run in parallel by this worker (several per GPU)")
+    g.add_argument(
+        "--timeout", type=float, metavar="S", help="stop starting trials after S seconds"
+    )
+    g.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trials run in parallel by this worker (several per GPU)",
+    )
     g = p.add_argument_group("study")
     _storage(g)
     g.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
     _runs(g)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="pin a setting for every trial (removed from the search space)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pin a setting for every trial (removed from the search space)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
@@ -96,11 +147,20 @@ def _args_studies(p: argparse.ArgumentParser) -> None:
 def _args_ensemble(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("--studies", required=True, metavar="A,B", help="comma-separated study names")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="best trials taken from each study")
-    p.add_argument("--method", choices=("mean", "greedy"), default="mean", help="plain mean or greedy ensemble selection")
+    p.add_argument(
+        "--top-k", type=int, default=5, metavar="K", help="best trials taken from each study"
+    )
+    p.add_argument(
+        "--method",
+        choices=("mean", "greedy"),
+        default="mean",
+        help="plain mean or greedy ensemble selection",
+    )
     _storage(p)
     _runs(p)
-    p.add_argument("--name", required=True, help="name of the ensemble (folder under <runs>/ensembles/)")
+    p.add_argument(
+        "--name", required=True, help="name of the ensemble (folder under <runs>/ensembles/)"
+    )
 
 
 def _args_submit(p: argparse.ArgumentParser) -> None:
@@ -108,17 +168,33 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ensemble", metavar="NAME", help="an ensemble made by `abaw ensemble`")
     src.add_argument("--predictions", metavar="FILE", help="a test-split predictions .npz")
-    p.add_argument("--data", required=True, metavar="DIR", help="data set root (for the test IDs / frame list)")
+    p.add_argument(
+        "--data", required=True, metavar="DIR", help="data set root (for the test IDs / frame list)"
+    )
     _runs(p)
-    p.add_argument("--format", choices=("single", "per-video"), default="single", help="Expr: one file or one per video")
-    p.add_argument("--id-style", choices=("as-data", "bracketed", "bare"), default="as-data", help="ERI: how File_IDs are written")
-    p.add_argument("--out", default="submissions", metavar="DIR", help="output folder (default: submissions/)")
+    p.add_argument(
+        "--format",
+        choices=("single", "per-video"),
+        default="single",
+        help="Expr: one file or one per video",
+    )
+    p.add_argument(
+        "--id-style",
+        choices=("as-data", "bracketed", "bare"),
+        default="as-data",
+        help="ERI: how File_IDs are written",
+    )
+    p.add_argument(
+        "--out", default="submissions", metavar="DIR", help="output folder (default: submissions/)"
+    )
 
 
 def _args_validate(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("path", metavar="PATH", help="submission file or folder")
-    p.add_argument("--data", required=True, metavar="DIR", help="data set root (for the expected IDs / frames)")
+    p.add_argument(
+        "--data", required=True, metavar="DIR", help="data set root (for the expected IDs / frames)"
+    )
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
@@ -144,30 +220,76 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("synth", "write a synthetic data set in the real challenge layout",
-            "abaw synth --track eri --out data/eri-small --scale small --seed 0", _args_synth, "abaw.synth:main"),
-    Command("inspect", "show what the loaders find in a data folder, and every problem",
-            "abaw inspect --track eri --data data/eri-small", _args_inspect, "abaw.inspect:main"),
-    Command("train", "train one configuration of a sweep file (no search)",
-            "abaw train --sweep sweeps/eri-fusion.toml --data data/eri-small --set train.epochs=20",
-            _args_train, "abaw.train:main"),
-    Command("tune", "search hyperparameters with Optuna (many workers may share one study)",
-            "abaw tune --sweep sweeps/eri-fusion.toml --data data/eri-small --trials 20",
-            _args_tune, "abaw.tune:main"),
-    Command("studies", "list studies with best values and trial counts",
-            "abaw studies --storage sqlite:///runs/optuna.db", _args_studies, "abaw.tune:studies_main"),
-    Command("ensemble", "average the best trials' predictions of one or more studies",
-            "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --name final",
-            _args_ensemble, "abaw.ensemble:main"),
-    Command("submit", "write a validated challenge submission from an ensemble or predictions",
-            "abaw submit --track eri --ensemble final --data data/eri-small", _args_submit, "abaw.submit:main"),
-    Command("validate", "check a submission file as the challenge server would (exit 0 = accepted)",
-            "abaw validate --track eri submissions/final/predictions.csv --data data/eri-small",
-            _args_validate, "abaw.submit:validate_main"),
-    Command("report", "tables and plots of a study or an ensemble",
-            "abaw report eri-fusion --out reports/", _args_report, "abaw.report:main"),
-    Command("demo", "synth -> tune -> ensemble -> submit on built-in demo data, minutes on a CPU",
-            "abaw demo --out demo/", _args_demo, "abaw.demo:main"),
+    Command(
+        "synth",
+        "write a synthetic data set in the real challenge layout",
+        "abaw synth --track eri --out data/eri-small --scale small --seed 0",
+        _args_synth,
+        "abaw.synth:main",
+    ),
+    Command(
+        "inspect",
+        "show what the loaders find in a data folder, and every problem",
+        "abaw inspect --track eri --data data/eri-small",
+        _args_inspect,
+        "abaw.inspect:main",
+    ),
+    Command(
+        "train",
+        "train one configuration of a sweep file (no search)",
+        "abaw train --sweep sweeps/eri-fusion.toml --data data/eri-small --set train.epochs=20",
+        _args_train,
+        "abaw.train:main",
+    ),
+    Command(
+        "tune",
+        "search hyperparameters with Optuna (many workers may share one study)",
+        "abaw tune --sweep sweeps/eri-fusion.toml --data data/eri-small --trials 20",
+        _args_tune,
+        "abaw.tune:main",
+    ),
+    Command(
+        "studies",
+        "list studies with best values and trial counts",
+        "abaw studies --storage sqlite:///runs/optuna.db",
+        _args_studies,
+        "abaw.tune:studies_main",
+    ),
+    Command(
+        "ensemble",
+        "average the best trials' predictions of one or more studies",
+        "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --name final",
+        _args_ensemble,
+        "abaw.ensemble:main",
+    ),
+    Command(
+        "submit",
+        "write a validated challenge submission from an ensemble or predictions",
+        "abaw submit --track eri --ensemble final --data data/eri-small",
+        _args_submit,
+        "abaw.submit:main",
+    ),
+    Command(
+        "validate",
+        "check a submission file as the challenge server would (exit 0 = accepted)",
+        "abaw validate --track eri submissions/final/predictions.csv --data data/eri-small",
+        _args_validate,
+        "abaw.submit:validate_main",
+    ),
+    Command(
+        "report",
+        "tables and plots of a study or an ensemble",
+        "abaw report eri-fusion --out reports/",
+        _args_report,
+        "abaw.report:main",
+    ),
+    Command(
+        "demo",
+        "synth -> tune -> ensemble -> submit on built-in demo data, minutes on a CPU",
+        "abaw demo --out demo/",
+        _args_demo,
+        "abaw.demo:main",
+    ),
 )
 
 

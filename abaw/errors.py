@@ -53,7 +53,11 @@ class DataError(AbawError):
         if self.row is not None:
             where += f", line {self.row}"
         if self.column is not None:
-            where += f", column {self.column!r}" if isinstance(self.column, str) else f", column {self.column}"
+            where += (
+                f", column {self.column!r}"
+                if isinstance(self.column, str)
+                else f", column {self.column}"
+            )
         msg = f"{where}: {self.problem}"
         details = []
         if self.expected is not None:

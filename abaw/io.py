@@ -60,7 +60,9 @@ def safe_name(name: str, *, what: str = "name") -> str:
     could write outside the output folder.
     """
     if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
-        raise ValueError(f"{what} {name!r} is not a plain file name (no '/', '\\\\', '..' or empty)")
+        raise ValueError(
+            f"{what} {name!r} is not a plain file name (no '/', '\\\\', '..' or empty)"
+        )
     return name
 
 

@@ -88,7 +88,9 @@ def focal_loss(
     p = logp.exp()
     if label_smoothing > 0:
         q = torch.full_like(logp, label_smoothing / c)
-        q.scatter_add_(1, t[:, None], torch.full_like(t[:, None], 1.0 - label_smoothing, dtype=logp.dtype))
+        q.scatter_add_(
+            1, t[:, None], torch.full_like(t[:, None], 1.0 - label_smoothing, dtype=logp.dtype)
+        )
     else:
         q = F.one_hot(t, c).to(logp.dtype)
     per_class = -q * (1.0 - p).pow(gamma) * logp

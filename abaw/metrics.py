@@ -49,7 +49,9 @@ def pearson_columns(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray,
     # A column is constant when its spread is zero relative to its magnitude.
     scale_t = np.maximum(np.abs(t).max(axis=0), 1e-300)
     scale_p = np.maximum(np.abs(p).max(axis=0), 1e-300)
-    undefined = (tn <= 1e-13 * scale_t * np.sqrt(len(t))) | (pn <= 1e-13 * scale_p * np.sqrt(len(p)))
+    undefined = (tn <= 1e-13 * scale_t * np.sqrt(len(t))) | (
+        pn <= 1e-13 * scale_p * np.sqrt(len(p))
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.einsum("ij,ij->j", tc / np.where(tn > 0, tn, 1), pc / np.where(pn > 0, pn, 1))
     r = np.clip(r, -1.0, 1.0)
@@ -71,7 +73,11 @@ def mean_pearson(
     names = list(columns) if columns is not None else [str(i) for i in range(len(r))]
     if len(names) != len(r):
         raise ValueError(f"{len(names)} column names for {len(r)} columns")
-    notes = [f"Pearson undefined for {n} (constant values); counted as 0" for n, u in zip(names, undefined, strict=True) if u]
+    notes = [
+        f"Pearson undefined for {n} (constant values); counted as 0"
+        for n, u in zip(names, undefined, strict=True)
+        if u
+    ]
     return Score(float(r.mean()), {n: float(v) for n, v in zip(names, r, strict=True)}, notes)
 
 
@@ -107,7 +113,9 @@ def macro_f1(
     return Score(float(f1.mean()), {n: float(v) for n, v in zip(names, f1, strict=True)})
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = EXPR_NUM_CLASSES) -> np.ndarray:
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = EXPR_NUM_CLASSES
+) -> np.ndarray:
     """Counts[i, j] = frames of true class i predicted as j (labels -1 must be removed first)."""
     t = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(y_pred, dtype=np.int64).ravel()

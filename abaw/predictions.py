@@ -80,7 +80,9 @@ class Predictions:
             raise ValueError(f"key columns differ: {tuple(self.keys)} vs {tuple(other.keys)}")
         index = {k: i for i, k in enumerate(self.key_tuples())}
         try:
-            take = np.fromiter((index[k] for k in other.key_tuples()), dtype=np.int64, count=len(other))
+            take = np.fromiter(
+                (index[k] for k in other.key_tuples()), dtype=np.int64, count=len(other)
+            )
         except KeyError as e:
             raise ValueError(f"row {e.args[0]} of the reference is missing here") from None
         if len(self) != len(other):
@@ -103,8 +105,13 @@ class Predictions:
             "columns": np.array(self.columns, dtype=str),
             "header": np.array(
                 json.dumps(
-                    {"format": FORMAT_VERSION, "track": self.track, "split": self.split,
-                     "keys": list(self.keys), "meta": self.meta}
+                    {
+                        "format": FORMAT_VERSION,
+                        "track": self.track,
+                        "split": self.split,
+                        "keys": list(self.keys),
+                        "meta": self.meta,
+                    }
                 )
             ),
         }
@@ -128,8 +135,13 @@ class Predictions:
                 keys = {k: z[f"key_{k}"] for k in header["keys"]}
                 labels = z["labels"] if "labels" in z.files else None
                 return cls(
-                    header["track"], header["split"], keys, z["values"],
-                    tuple(z["columns"].tolist()), labels, header.get("meta", {}),
+                    header["track"],
+                    header["split"],
+                    keys,
+                    z["values"],
+                    tuple(z["columns"].tolist()),
+                    labels,
+                    header.get("meta", {}),
                 )
         except (KeyError, ValueError, OSError) as e:
             raise DataError(path, "not a readable abaw predictions file", found=str(e)) from None

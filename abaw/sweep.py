@@ -64,7 +64,9 @@ class ParamSpec:
         if self.type == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step or 1)
+            return trial.suggest_int(
+                self.name, self.low, self.high, log=self.log, step=self.step or 1
+            )
         return trial.suggest_categorical(self.name, list(self.choices))
 
 
@@ -81,7 +83,9 @@ class Sweep:
     fixed: dict[str, Any] = field(default_factory=dict)
     space: dict[str, ParamSpec] = field(default_factory=dict)
 
-    def resolve(self, params: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    def resolve(
+        self, params: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Flat dotted settings for one run: fixed < sampled params < overrides."""
         flat = dict(self.fixed)
         flat.update(params or {})
@@ -94,7 +98,9 @@ class Sweep:
         return {k: v for k, v in self.space.items() if k not in pinned}
 
 
-def _flatten(table: dict[str, Any], prefix: str = "", *, stop_at_type: bool = False) -> dict[str, Any]:
+def _flatten(
+    table: dict[str, Any], prefix: str = "", *, stop_at_type: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in table.items():
         key = f"{prefix}{k}"
@@ -112,26 +118,41 @@ def _check_dotted(key: str, where: str) -> None:
 
 def _parse_param(name: str, spec: Any, where: str) -> ParamSpec:
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: [space] {name!r} must be a table like {{ type = \"float\", low = 0.1, high = 1.0 }}, found {spec!r}")
+        raise ConfigError(
+            f'{where}: [space] {name!r} must be a table like {{ type = "float", low = 0.1, high = 1.0 }}, found {spec!r}'
+        )
     allowed = {"type", "low", "high", "log", "step", "choices"}
     unknown = set(spec) - allowed
     if unknown:
-        raise ConfigError(f"{where}: [space] {name!r} has unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise ConfigError(
+            f"{where}: [space] {name!r} has unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
     kind = spec.get("type")
     if kind not in PARAM_TYPES:
-        raise ConfigError(f"{where}: [space] {name!r} type must be one of {PARAM_TYPES}, found {kind!r}")
+        raise ConfigError(
+            f"{where}: [space] {name!r} type must be one of {PARAM_TYPES}, found {kind!r}"
+        )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: [space] {name!r} needs a non-empty list 'choices'")
         if set(spec) - {"type", "choices"}:
-            raise ConfigError(f"{where}: [space] {name!r} is categorical: only 'choices' is allowed")
+            raise ConfigError(
+                f"{where}: [space] {name!r} is categorical: only 'choices' is allowed"
+            )
         return ParamSpec(name, kind, choices=tuple(choices))
-    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step")
+    low, high, log, step = (
+        spec.get("low"),
+        spec.get("high"),
+        spec.get("log", False),
+        spec.get("step"),
+    )
     num = (int,) if kind == "int" else (int, float)
     for label, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, num):
-            raise ConfigError(f"{where}: [space] {name!r} needs a numeric {label!r} ({kind}), found {v!r}")
+            raise ConfigError(
+                f"{where}: [space] {name!r} needs a numeric {label!r} ({kind}), found {v!r}"
+            )
         if not math.isfinite(v):
             raise ConfigError(f"{where}: [space] {name!r} {label} must be finite, found {v!r}")
     if low > high:
@@ -139,10 +160,14 @@ def _parse_param(name: str, spec: Any, where: str) -> ParamSpec:
     if not isinstance(log, bool):
         raise ConfigError(f"{where}: [space] {name!r} 'log' must be true or false, found {log!r}")
     if log and low <= 0:
-        raise ConfigError(f"{where}: [space] {name!r} is log-scaled, so low must be > 0, found {low}")
+        raise ConfigError(
+            f"{where}: [space] {name!r} is log-scaled, so low must be > 0, found {low}"
+        )
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, num) or step <= 0:
-            raise ConfigError(f"{where}: [space] {name!r} step must be a positive {kind}, found {step!r}")
+            raise ConfigError(
+                f"{where}: [space] {name!r} step must be a positive {kind}, found {step!r}"
+            )
         if log and kind == "float":
             raise ConfigError(f"{where}: [space] {name!r} cannot have both log = true and a step")
     return ParamSpec(name, kind, low, high, log, step)
@@ -160,13 +185,17 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{where}: not valid TOML ({e})") from None
     unknown = set(doc) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}"
+        )
     study = doc.get("study")
     if not isinstance(study, dict):
         raise ConfigError(f"{where}: missing [study] table with track and model")
     unknown = set(study) - _STUDY_KEYS
     if unknown:
-        raise ConfigError(f"{where}: [study] has unknown key(s) {sorted(unknown)}; allowed: {sorted(_STUDY_KEYS)}")
+        raise ConfigError(
+            f"{where}: [study] has unknown key(s) {sorted(unknown)}; allowed: {sorted(_STUDY_KEYS)}"
+        )
     track = study.get("track")
     if track not in TRACKS:
         raise ConfigError(f"{where}: [study] track must be one of {TRACKS}, found {track!r}")
@@ -175,7 +204,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{where}: [study] model must be a model name, found {model!r}")
     direction = study.get("direction", "maximize")
     if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"{where}: [study] direction must be 'maximize' or 'minimize', found {direction!r}")
+        raise ConfigError(
+            f"{where}: [study] direction must be 'maximize' or 'minimize', found {direction!r}"
+        )
     metric = study.get("metric")
     name = study.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name:
@@ -284,7 +315,9 @@ def build_configs(
     for key, value in flat.items():
         sec, _, fld = key.partition(".")
         if sec not in sections:
-            raise ConfigError(f"{where}: unknown section in key {key!r}; known sections: {sorted(sections)}")
+            raise ConfigError(
+                f"{where}: unknown section in key {key!r}; known sections: {sorted(sections)}"
+            )
         grouped[sec][fld] = value
     out = {}
     for sec, cls in sections.items():
@@ -293,7 +326,9 @@ def build_configs(
         kwargs = {}
         for fld, value in grouped[sec].items():
             if fld not in names:
-                raise ConfigError(f"{where}: unknown key '{sec}.{fld}'; known keys in [{sec}]: {', '.join(sorted(names))}")
+                raise ConfigError(
+                    f"{where}: unknown key '{sec}.{fld}'; known keys in [{sec}]: {', '.join(sorted(names))}"
+                )
             kwargs[fld] = _coerce(value, hints[fld], f"{sec}.{fld}", where)
         try:
             out[sec] = cls(**kwargs)

@@ -76,7 +76,9 @@ class Track(Protocol):
         """Config dataclasses per section ("data", "model", "loss", "train", ...) for `model`."""
         ...
 
-    def prepare(self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device) -> Task:
+    def prepare(
+        self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
+    ) -> Task:
         """Load the data set once and return a Task for the trainer."""
         ...
 
