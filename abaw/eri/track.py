@@ -25,9 +25,9 @@ import torch
 from rich.table import Table
 from torch import nn
 
-from abaw.errors import ConfigError
 from abaw.eri import EMOTIONS, MODALITIES
 from abaw.eri import models as eri_models
+from abaw.errors import ConfigError
 from abaw.losses import eri_loss
 from abaw.metrics import Score, mean_pearson
 from abaw.predictions import Predictions
