@@ -11,6 +11,7 @@ See docs/data-eri.md for the policies (missing modality, standardisation).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -572,10 +573,9 @@ def load_eri(
             if standardize:
                 standardize_(fs, split)
             if use_cache:
-                try:
+                # A read-only data folder: loading still works (set ABAW_CACHE to cache elsewhere).
+                with contextlib.suppress(OSError):
                     _cache_save(cache, key, fs)
-                except OSError:  # a read-only data folder: set ABAW_CACHE; loading still works
-                    pass
         feats[name] = fs
     warnings = _missing_notes(ids, split, feats)
     return EriData(root, layout, ids, split, labels, feats, meta, [], warnings)
