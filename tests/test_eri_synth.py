@@ -115,7 +115,17 @@ def test_format_fixed7_round_trips():
 
 def test_cli_synth_and_nonempty_out(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["synth", "--track", "eri", "--out", str(out), "--scale", "tiny", "--features", "FAUs,eGeMAPS"]
+    argv = [
+        "synth",
+        "--track",
+        "eri",
+        "--out",
+        str(out),
+        "--scale",
+        "tiny",
+        "--features",
+        "FAUs,eGeMAPS",
+    ]
     assert cli_main(argv) == 0
     assert sorted(p.name for p in (out / "feats").iterdir()) == ["FAUs", "eGeMAPS"]
     assert "oracle" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,13 @@ def read_feature_csv(path: Path) -> np.ndarray:
                 found=f"{ncols} column(s)",
             )
         try:
-            values = np.loadtxt(
-                fh, delimiter=",", usecols=range(N_META, ncols), dtype=np.float32, ndmin=2
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter(
+                    "ignore", UserWarning
+                )  # "input contained no data": checked below
+                values = np.loadtxt(
+                    fh, delimiter=",", usecols=range(N_META, ncols), dtype=np.float32, ndmin=2
+                )
         except ValueError:
             values = None
     if values is None or not np.isfinite(values).all():

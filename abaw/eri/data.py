@@ -138,6 +138,7 @@ def read_tables(root: Path, layout: str, problems: list[DataError] | None = None
     if layout == "muse":
         lab_path, part_path = root / "labels.csv", root / "partition.csv"
         _, lab_rows = read_table(lab_path, ["File_ID", *EMOTIONS])
+        _check_ids(lab_path, lab_rows, problems)
         _, part_rows = read_table(part_path, ["Id", "Partition"])
         part: dict[str, str] = {}
         for lineno, (pid, value) in enumerate(part_rows, start=2):
@@ -204,6 +205,7 @@ def read_tables(root: Path, layout: str, problems: list[DataError] | None = None
     else:
         table = root / "data_info.csv"
         header, rows = read_table(table, ["File_ID", "Split", *EMOTIONS], prefix_only=True)
+        _check_ids(table, rows, problems)
         ids, split, raw, lines, extra = [], [], [], [], []
         for lineno, row in enumerate(rows, start=2):
             if row[1] not in _ABAW5_SPLITS:
@@ -228,27 +230,29 @@ def read_tables(root: Path, layout: str, problems: list[DataError] | None = None
         meta = pd.DataFrame(extra, columns=cols) if cols else None
         if meta is not None and "Age" in meta:
             meta["Age"] = pd.to_numeric(meta["Age"], errors="coerce")
-    first: dict[str, int] = {}
-    id_col = "File_ID"
-    for i, lineno in zip(ids, lines, strict=True):
-        if i in first:
-            _report(
-                problems,
-                DataError(
-                    table,
-                    "duplicated ID",
-                    row=lineno,
-                    column=id_col,
-                    expected=f"each ID once (first on line {first[i]})",
-                    found=repr(i),
-                ),
-            )
-        first.setdefault(i, lineno)
-        err = check_id(table, lineno, id_col, i)
-        if err:
-            _report(problems, err)
     labels = _parse_labels(table, raw, split, lines, problems)
     return np.array(ids, dtype=str), np.array(split, dtype=str), labels, meta
+
+
+def _check_ids(table: Path, rows: list[list[str]], problems: list[DataError] | None) -> None:
+    """Each File_ID once, and safe to use as a file name."""
+    first: dict[str, int] = {}
+    for lineno, row in enumerate(rows, start=2):
+        i = row[0]
+        if i in first:
+            err = DataError(
+                table,
+                "duplicated ID",
+                row=lineno,
+                column="File_ID",
+                expected=f"each ID once (first on line {first[i]})",
+                found=repr(i),
+            )
+            _report(problems, err)
+        first.setdefault(i, lineno)
+        err = check_id(table, lineno, "File_ID", i)
+        if err:
+            _report(problems, err)
 
 
 def _parse_labels(
