@@ -200,6 +200,7 @@ class EriTask:
             regression=c.regression,
         )
 
+    @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> Predictions:
         """Intensities for every sample of `split`, keyed by ID (labels attached unless test)."""
         rows = self.split_index[split]
@@ -285,7 +286,12 @@ class EriTrack:
         groups = _groups(model, configs["model"], configs["data"])
         names = sorted({f for fs in groups.values() for f in fs})
         dc: EriDataConfig = configs["data"]
-        data = load_eri(Path(data_dir), names, use_cache=dc.use_cache, standardize=dc.standardize)
+        data = load_eri(
+            Path(data_dir),
+            {f: dc.features[f] for f in names},
+            use_cache=dc.use_cache,
+            standardize=dc.standardize,
+        )
         return EriTask(data, model, configs, device)
 
     def build_model(self, spec: dict) -> nn.Module:
