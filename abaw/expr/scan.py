@@ -1,0 +1,509 @@
+"""Reading and validating the Expr layout: annotations, feature files, test lists.
+
+`scan_layout` parses everything small (annotations, test lists, feature file headers) so
+structural problems surface before any heavy reading; `read_features` reads one video's
+features of one backbone, aligned to its frames. Both either raise the first DataError or,
+for `abaw inspect`, collect every one (`Problems(collect=True)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from abaw.errors import DataError
+from abaw.expr.layout import (
+    ANNOTATION_DIRS,
+    EXTRA_ROWS_TOLERANCE,
+    FEATURES_DIR,
+    HEADER,
+    NUM_CLASSES,
+    SPLIT_DIRS,
+    TEST_FRAME_LIST,
+    TEST_VIDEO_LIST,
+)
+from abaw.io import safe_name
+
+
+class Problems:
+    """Raise the first DataError (loading) or collect all of them (inspection)."""
+
+    def __init__(self, collect: bool = False) -> None:
+        self.collect = collect
+        self.errors: list[DataError] = []
+        self.warnings: list[str] = []
+
+    def add(self, err: DataError) -> None:
+        if not self.collect:
+            raise err
+        self.errors.append(err)
+
+
+@dataclass
+class FeatureFile:
+    """One per-frame feature file: where, which format, rows (npy; None for csv until read), width."""
+
+    path: Path
+    fmt: str
+    rows: int | None
+    width: int
+
+
+@dataclass
+class Layout:
+    """Everything known about a data set before its feature values are read."""
+
+    root: Path
+    annotation_dir: str  # which folder-name variant was found
+    backbones: list[str]
+    dims: dict[str, int]
+    formats: dict[str, str]  # backbone -> "npy" | "csv"
+    videos: list[str]
+    split: list[str]
+    labels: list[np.ndarray]  # int8 per video; all -1 for test videos
+    files: dict[tuple[str, str], FeatureFile]  # (backbone, video) -> file
+    test_video: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )  # frame list order
+    test_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    inputs: list[Path] = field(default_factory=list)  # every file the result depends on
+
+
+def read_annotation(path: Path) -> np.ndarray:
+    """Labels of one annotation file as int8 (frame i = element i-1), validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            path, "not UTF-8 text", expected="a UTF-8 text file", found=str(e)
+        ) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataError(
+            path,
+            "empty annotation file",
+            row=1,
+            expected=f"the header {HEADER!r}",
+            found="an empty file",
+        )
+    head = lines[0].strip()
+    if head != HEADER:
+        raise DataError(path, "wrong header", row=1, expected=repr(HEADER), found=repr(head[:120]))
+    body = [s.rstrip("\r") for s in lines[1:]]
+    if not body:
+        raise DataError(
+            path,
+            "no frame labels",
+            row=2,
+            expected="one integer label per frame",
+            found="only the header",
+        )
+    try:
+        arr = np.array(body).astype(np.int64)
+    except ValueError:
+        for i, s in enumerate(body):
+            try:
+                int(s)
+            except ValueError:
+                raise DataError(
+                    path,
+                    "label is not an integer",
+                    row=i + 2,
+                    expected="an integer in -1..7",
+                    found=repr(s[:40]),
+                ) from None
+        raise
+    bad = (arr < -1) | (arr >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            path,
+            "label out of range",
+            row=i + 2,
+            expected=f"-1 (not annotated) or 0..{NUM_CLASSES - 1}",
+            found=int(arr[i]),
+        )
+    return arr.astype(np.int8)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        except ValueError as e:
+            raise DataError(
+                path, "not a .npy array", expected="a .npy file written by numpy", found=str(e)[:80]
+            ) from None
+    return shape, dtype
+
+
+def feature_file(path: Path) -> FeatureFile:
+    """Header-only look at a feature file: format, rows (npy) and width."""
+    if path.suffix == ".npy":
+        shape, dtype = _npy_header(path)
+        if len(shape) != 2 or dtype.kind not in "fiu":
+            raise DataError(
+                path,
+                "wrong feature array",
+                expected="a 2-D numeric array (frames, width)",
+                found=f"shape {shape}, dtype {dtype}",
+            )
+        return FeatureFile(path, "npy", int(shape[0]), int(shape[1]))
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = fh.readline().strip().split(",")
+    if head[0] != "frame" or len(head) < 2:
+        raise DataError(
+            path,
+            "wrong CSV header",
+            row=1,
+            column=1,
+            expected="'frame' then one column per feature",
+            found=repr(",".join(head)[:80]),
+        )
+    return FeatureFile(path, "csv", None, len(head) - 1)
+
+
+def _read_csv(ff: FeatureFile) -> tuple[np.ndarray, np.ndarray]:
+    """(frames int64, values float32) of a CSV feature file, validated."""
+    df = pd.read_csv(ff.path, header=0, dtype=str, keep_default_na=False, na_filter=False)
+    if df.shape[1] != ff.width + 1:
+        raise DataError(
+            ff.path, "wrong column count", row=1, expected=ff.width + 1, found=df.shape[1]
+        )
+    num = df.apply(pd.to_numeric, errors="coerce")
+    bad = num.isna().to_numpy() & (df.to_numpy() != "")
+    bad[:, 0] |= num.iloc[:, 0].isna().to_numpy()
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(
+            ff.path,
+            "value is not a number",
+            row=int(r) + 2,
+            column=str(df.columns[c]),
+            expected="a number" if c else "a 1-based frame number",
+            found=repr(df.iat[int(r), int(c)][:40]),
+        )
+    frames = num.iloc[:, 0].to_numpy(np.float64)
+    if ((frames < 1) | (frames != np.round(frames))).any():
+        r = int(np.argmax((frames < 1) | (frames != np.round(frames))))
+        raise DataError(
+            ff.path,
+            "bad frame number",
+            row=r + 2,
+            column="frame",
+            expected="an integer >= 1",
+            found=frames[r],
+        )
+    frames = frames.astype(np.int64)
+    uniq, first = np.unique(frames, return_index=True)
+    if len(uniq) != len(frames):
+        dup = np.setdiff1d(np.arange(len(frames)), first)[0]
+        raise DataError(
+            ff.path,
+            "frame listed twice",
+            row=int(dup) + 2,
+            column="frame",
+            expected="each frame once",
+            found=int(frames[dup]),
+        )
+    return frames, num.iloc[:, 1:].to_numpy(np.float32)
+
+
+def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndarray:
+    """float32 (n_frames, width): row i-1 = frame i; NaN rows = no face (or no row in the file).
+
+    A row with any NaN counts as no face. Rows beyond `n_frames` are dropped when within
+    EXTRA_ROWS_TOLERANCE of an annotated video's length; more is an error (wrong file pairing).
+    """
+    if ff.fmt == "npy":
+        arr = np.load(ff.path, allow_pickle=False)
+        frames = np.arange(1, arr.shape[0] + 1)
+        row_of = lambda i: None  # noqa: E731  (npy has no text lines)
+    else:
+        frames, arr = _read_csv(ff)
+        row_of = lambda i: int(i) + 2  # noqa: E731
+    if arr.shape[1] != ff.width:
+        raise DataError(ff.path, "feature width differs", expected=ff.width, found=arr.shape[1])
+    arr = arr.astype(np.float32, copy=False)
+    inf = np.isinf(arr)
+    if inf.any():
+        r, c = np.argwhere(inf)[0]
+        raise DataError(
+            ff.path,
+            f"infinite value in frame {frames[r]}",
+            row=row_of(r),
+            column=int(c) + 1,
+            expected="finite numbers (a whole NaN row = no face)",
+            found=arr[r, c],
+        )
+    last = int(frames.max()) if len(frames) else 0
+    if annotated and last > n_frames + EXTRA_ROWS_TOLERANCE:
+        raise DataError(
+            ff.path,
+            "feature file longer than its annotation",
+            row=row_of(len(frames) - 1),
+            expected=f"at most {n_frames} frames (+{EXTRA_ROWS_TOLERANCE} tolerated)",
+            found=f"{last} frames",
+        )
+    out = np.full((n_frames, ff.width), np.nan, np.float32)
+    keep = frames <= n_frames
+    out[frames[keep] - 1] = arr[keep]
+    return out
+
+
+def _annotation_root(root: Path) -> Path:
+    for name in ANNOTATION_DIRS:
+        if (root / name).is_dir():
+            return root / name
+    found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else "no such folder"
+    raise DataError(
+        root,
+        "no Expr annotation folder",
+        expected=" or ".join(f"{d}/" for d in ANNOTATION_DIRS),
+        found=found,
+    )
+
+
+def _test_lists(root: Path, pr: Problems) -> tuple[list[str], list[str], np.ndarray, list[Path]]:
+    """Test videos (release list order), and the frame list as (video names, frames)."""
+    vids: list[str] = []
+    inputs = []
+    vpath = root / TEST_VIDEO_LIST
+    if vpath.is_file():
+        inputs.append(vpath)
+        for i, line in enumerate(vpath.read_text(encoding="utf-8").splitlines()):
+            name = line.strip()
+            if not name:
+                continue
+            try:
+                vids.append(safe_name(name, what="video name"))
+            except ValueError as e:
+                pr.add(
+                    DataError(
+                        vpath, str(e), row=i + 1, expected="a plain video name", found=repr(name)
+                    )
+                )
+    fpath = root / TEST_FRAME_LIST
+    names: list[str] = []
+    frames = np.zeros(0, np.int64)
+    if fpath.is_file():
+        inputs.append(fpath)
+        lines = fpath.read_text(encoding="utf-8").splitlines()
+        skip = 1 if lines and lines[0].startswith("image_location") else 0
+        s = pd.Series(lines[skip:], dtype=str)
+        m = s.str.extract(r"^\s*([^,]+)/(\d+)\.jpg\s*(?:,.*)?$")
+        bad = m[0].isna().to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            pr.add(
+                DataError(
+                    fpath,
+                    "malformed test frame row",
+                    row=i + 1 + skip,
+                    expected="'<video>/<frame, 5 digits>.jpg,'",
+                    found=repr(s.iat[i][:80]),
+                )
+            )
+            m = m[~bad]
+        names = m[0].tolist()
+        frames = m[1].astype(np.int64).to_numpy()
+        for v in dict.fromkeys(names):
+            try:
+                safe_name(v, what="video name")
+            except ValueError as e:
+                i = names.index(v)
+                pr.add(
+                    DataError(
+                        fpath,
+                        str(e),
+                        row=i + 1 + skip,
+                        expected="a plain video name",
+                        found=repr(v),
+                    )
+                )
+        if (frames < 1).any():
+            i = int(np.argmax(frames < 1))
+            pr.add(
+                DataError(fpath, "frame number below 1", row=i + 1 + skip, expected=">= 1", found=0)
+            )
+    return vids, names, frames, inputs
+
+
+def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout:
+    """Parse annotations and test lists, look at every feature file's header."""
+    root = Path(root)
+    ann_root = _annotation_root(root)
+    inputs: list[Path] = []
+    videos, split, labels = [], [], []
+    for sp, folder in SPLIT_DIRS.items():
+        d = ann_root / folder
+        if not d.is_dir():
+            pr.add(
+                DataError(
+                    d,
+                    "missing split folder",
+                    expected=f"{folder}/ with one <video>.txt per video",
+                    found="no such folder",
+                )
+            )
+            continue
+        for path in sorted(d.glob("*.txt")):
+            inputs.append(path)
+            try:
+                lab = read_annotation(path)
+            except DataError as e:
+                pr.add(e)
+                continue
+            videos.append(path.stem)
+            split.append(sp)
+            labels.append(lab)
+    test_list, test_names, test_frames, test_inputs = _test_lists(root, pr)
+    inputs += test_inputs
+    known = set(videos)
+    test_videos = list(dict.fromkeys(test_list + test_names))
+    for v in test_videos:
+        if v in known:
+            pr.add(
+                DataError(
+                    root / TEST_VIDEO_LIST,
+                    "test video also has an annotation file",
+                    expected="test videos without labels",
+                    found=v,
+                )
+            )
+    listed = set(test_list)
+    if test_list:
+        for v in dict.fromkeys(test_names):
+            if v not in listed:
+                pr.add(
+                    DataError(
+                        root / TEST_FRAME_LIST,
+                        "video not in the test video list",
+                        row=test_names.index(v) + 2,
+                        expected=f"a video of {TEST_VIDEO_LIST}",
+                        found=v,
+                    )
+                )
+    test_videos = [v for v in test_videos if v not in known and "/" not in v and "\\" not in v]
+
+    fdir = root / FEATURES_DIR
+    present = (
+        sorted(p.name for p in fdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if fdir.is_dir()
+        else []
+    )
+    if not present:
+        raise DataError(
+            fdir,
+            "no feature folders",
+            expected="features/<Backbone>/<video>.npy or .csv",
+            found="nothing" if not fdir.exists() else "an empty folder",
+        )
+    chosen = list(backbones) if backbones else present
+    for b in chosen:
+        if b not in present:
+            raise DataError(
+                fdir / b, "unknown backbone", expected="one of " + ", ".join(present), found=b
+            )
+    files: dict[tuple[str, str], FeatureFile] = {}
+    dims: dict[str, int] = {}
+    formats: dict[str, str] = {}
+    all_videos = videos + test_videos
+    for b in chosen:
+        first: FeatureFile | None = None
+        for v in all_videos:
+            cand = [fdir / b / f"{v}.npy", fdir / b / f"{v}.csv"]
+            path = next((p for p in cand if p.is_file()), None)
+            if path is None:
+                where = "test list" if v in test_videos else "annotations"
+                pr.add(
+                    DataError(
+                        cand[0],
+                        "missing feature file",
+                        expected=f"features of video {v} ({where})",
+                        found="no .npy or .csv file",
+                    )
+                )
+                continue
+            inputs.append(path)
+            try:
+                ff = feature_file(path)
+            except DataError as e:
+                pr.add(e)
+                continue
+            if first is None:
+                first = ff
+            elif ff.width != first.width:
+                pr.add(
+                    DataError(
+                        path,
+                        f"feature width differs from {first.path.name}",
+                        expected=first.width,
+                        found=ff.width,
+                    )
+                )
+                continue
+            files[(b, v)] = ff
+        if first is not None:
+            dims[b], formats[b] = first.width, first.fmt
+
+    labels_all = list(labels)
+    for v in test_videos:
+        rows = [files[(b, v)].rows for b in chosen if (b, v) in files]
+        n = max([r for r in rows if r is not None] + [0])
+        if any(r is None for r in rows):  # csv: rows known only after reading
+            for b in chosen:
+                if (b, v) in files and files[(b, v)].fmt == "csv":
+                    n = max(n, int(_read_csv(files[(b, v)])[0].max(initial=0)))
+        sel = np.array([t == v for t in test_names], bool) if test_names else np.zeros(0, bool)
+        listed_max = int(test_frames[sel].max()) if sel.any() else 0
+        if listed_max > n:
+            pr.warnings.append(
+                f"{TEST_FRAME_LIST}: video {v} lists frames up to {listed_max} but its features "
+                f"end at frame {n}; the frames beyond are filled ({listed_max - n} frames)."
+            )
+        labels_all.append(np.full(max(n, listed_max), -1, np.int8))
+    if not test_videos:
+        pr.warnings.append(
+            f"{root}: no test videos ({TEST_VIDEO_LIST} / {TEST_FRAME_LIST} missing or empty)."
+        )
+    index = {v: i for i, v in enumerate(all_videos)}
+    keep = np.array([n in index for n in test_names], bool)
+    tv = np.array([index[n] for n, k in zip(test_names, keep, strict=True) if k], np.int64)
+    tf = test_frames[keep] if len(test_frames) else np.zeros(0, np.int64)
+    if len(tv):
+        key = tv * (1 << 32) + tf
+        uniq, first_idx = np.unique(key, return_index=True)
+        if len(uniq) != len(key):
+            i = int(np.setdiff1d(np.arange(len(key)), first_idx)[0])
+            pr.add(
+                DataError(
+                    root / TEST_FRAME_LIST,
+                    "frame listed twice",
+                    expected="each test frame once",
+                    found=f"{all_videos[tv[i]]}/{tf[i]:05d}.jpg",
+                )
+            )
+    return Layout(
+        root,
+        ann_root.name,
+        chosen,
+        dims,
+        formats,
+        all_videos,
+        split + ["test"] * len(test_videos),
+        labels_all,
+        files,
+        tv,
+        tf,
+        inputs,
+    )
