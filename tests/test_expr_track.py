@@ -75,7 +75,7 @@ def _standin(seed=0):
     labels[offsets[6] :] = -1  # test is unlabelled
     has_face = rng.random(total) > 0.2
     x = rng.standard_normal((total, 10)).astype(np.float16)
-    tv = np.repeat(np.array(videos[6:]), n[6:])
+    tv = np.repeat(np.arange(6, 9), n[6:])  # video indices, as ExprData.test_order
     tf = np.concatenate([np.arange(1, k + 1) for k in n[6:]])
     perm = rng.permutation(len(tv))
     return _Data(
@@ -219,6 +219,7 @@ def test_test_predictions_follow_the_frame_list_order():
     model = task.build_model().eval()
     pred = task.predict(model, "test")
     tv, tf = data.test_order
+    tv = np.array(data.videos)[tv]
     assert pred.keys["video"].tolist() == tv.tolist() and pred.keys["frame"].tolist() == tf.tolist()
     assert len(set(zip(tv.tolist(), tf.tolist(), strict=True))) == len(pred) == 43
     probs = task.frame_probs(model, "test")  # store order: x1, x2_left, x2_right
@@ -236,7 +237,7 @@ def test_test_list_frame_outside_video_is_a_clear_error():
     tf[4] = 999
     data.test_order = (tv, tf)
     task = _task(data, window=16)
-    with pytest.raises(DataError, match="line 5"):
+    with pytest.raises(DataError, match="entry 5 of the test frame list"):
         task.predict(task.build_model().eval(), "test")
 
 
@@ -289,3 +290,60 @@ def test_track_sections_and_checkpoint_rebuild():
     again = TRACK.build_model(task.model_spec)
     again.load_state_dict(model.state_dict())
     assert task.dims == [6, 4]
+
+
+@pytest.fixture(scope="module")
+def tiny_expr(tmp_path_factory):
+    from abaw.expr.synth import write_expr
+
+    root = tmp_path_factory.mktemp("expr-tiny")
+    write_expr(root, scale="tiny", seed=0)
+    return root
+
+
+def test_real_loader_test_predictions_match_the_frame_list(tiny_expr):
+    from abaw.expr.layout import TEST_FRAME_LIST
+
+    task = TRACK.prepare(
+        tiny_expr, "fusion", {"data": ExprDataConfig(window=32)}, torch.device("cpu")
+    )
+    pred = task.predict(task.build_model().eval(), "test")
+    lines = (tiny_expr / TEST_FRAME_LIST).read_text().splitlines()
+    listed = [
+        ln.split(",")[0] for ln in lines if ln.strip() and not ln.startswith("image_location")
+    ]
+    got = [f"{v}/{f:05d}.jpg" for v, f in zip(pred.keys["video"], pred.keys["frame"], strict=True)]
+    assert got == listed  # exactly one prediction per listed frame, in the list's order
+    assert any(v.endswith("_left") for v in pred.keys["video"])
+    assert np.isfinite(pred.values).all()
+
+
+def test_tiny_end_to_end_training_beats_majority_class(tiny_expr):
+    from abaw.metrics import macro_f1
+    from abaw.train import TrainConfig, fit
+
+    configs = {
+        "data": ExprDataConfig(window=32, stride=16),
+        "model": FusionConfig(dropout=0.1),
+        "loss": FocalConfig(gamma=2.0, label_smoothing=0.1),
+        "train": TrainConfig(
+            optimizer="adamw",
+            lr=1e-3,
+            batch_size=16,
+            epochs=5,
+            patience=0,
+            ema=False,
+            clip_norm=1.0,
+            scheduler="none",
+        ),
+    }
+    task = TRACK.prepare(tiny_expr, "fusion", configs, torch.device("cpu"))
+    result = fit(task, configs["train"], device=torch.device("cpu"), seed=0)
+    devel = task.predict(result.model, "devel")
+    train_labels = task._target[task._target >= 0]
+    majority = np.bincount(train_labels, minlength=8).argmax()
+    baseline = macro_f1(devel.labels, np.full(len(devel), majority)).value
+    assert task.score(devel).value == pytest.approx(result.best_score)
+    assert result.best_score > baseline + 0.05
+    tables = task.summary(devel)
+    assert [t.title.split()[0] for t in tables] == ["devel", "confusion"]

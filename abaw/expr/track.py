@@ -42,18 +42,12 @@ from abaw.predictions import Predictions
 class ExprDataConfig:
     """What to load and how to cut it into windows (the `[data]` section)."""
 
-    backbones: list[str] | None = (
-        None  # backbone feature folders to fuse, in order (None = all found)
-    )
+    backbones: list[str] | None = None  # backbones to fuse, in order (None = all found)
     window: int = 64  # frames per window
-    stride: int = 32  # frames between training window starts
-    eval_stride: int = (
-        0  # frames between inference window starts; 0 = window // 2 (overlaps averaged)
-    )
+    stride: int = 32  # frames between training window starts; 0 = window // 2
+    eval_stride: int = 0  # frames between inference windows (overlaps averaged); 0 = window // 2
     fill: str = "nearest"  # how the loader fills frames without a face (see abaw.expr.data)
-    balanced_sampling: bool = (
-        False  # draw training windows by their labels' inverse class frequency
-    )
+    balanced_sampling: bool = False  # draw training windows by their labels' inverse frequency
     loss_on_missing_faces: bool = True  # count frames without a face (filled features) in the loss
     memory_budget_mb: int = 1024  # hold train+devel features in memory (GPU if any) when they fit
     chunk_mb: int = 64  # rows per sequential read when streaming from the store
@@ -62,8 +56,8 @@ class ExprDataConfig:
     use_cache: bool = True  # reuse the loader's feature store cache
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.stride < 1 or self.eval_stride < 0:
-            raise ValueError("data.window and data.stride must be >= 1, data.eval_stride >= 0")
+        if self.window < 1 or self.stride < 0 or self.eval_stride < 0:
+            raise ValueError("data.window must be >= 1, data.stride and data.eval_stride >= 0")
         if min(self.memory_budget_mb, self.chunk_mb, self.buffer_chunks, self.eval_batch_size) < 0:
             raise ValueError(
                 "data.memory_budget_mb, chunk_mb, buffer_chunks, eval_batch_size must be >= 0"
@@ -120,17 +114,18 @@ def class_alpha(cfg: FocalConfig, train_counts: np.ndarray) -> np.ndarray:
 
 
 def _test_list(data) -> tuple[np.ndarray, np.ndarray]:
-    """The test frame list as (video names, 1-based frames), in the organisers' order."""
-    order = data.test_order
-    if isinstance(order, tuple) and len(order) == 2 and not isinstance(order[0], str):
-        videos, frames = order
-    elif hasattr(order, "video") and hasattr(order, "frame"):
-        videos, frames = order.video, order.frame
-    else:
-        pairs = list(order)
-        videos = [v for v, _ in pairs]
-        frames = [f for _, f in pairs]
-    return np.asarray(videos).astype(str), np.asarray(frames, dtype=np.int64)
+    """The test frame list as (video index, 1-based frame), in the organisers' order.
+
+    `ExprData.test_order` holds video indices; names are accepted too (mapped to indices, -1 if unknown).
+    """
+    videos, frames = data.test_order
+    videos = np.asarray(videos)
+    if videos.dtype.kind in "iu":
+        return videos.astype(np.int64), np.asarray(frames, dtype=np.int64)
+    index = {v: i for i, v in enumerate(data.videos)}
+    uniq, inv = np.unique(videos.astype(str), return_inverse=True)
+    ids = np.array([index.get(u, -1) for u in uniq.tolist()], dtype=np.int64)
+    return ids[inv].reshape(-1), np.asarray(frames, dtype=np.int64)
 
 
 class ExprTask:
@@ -186,7 +181,8 @@ class ExprTask:
 
         row_bytes = 4 * width
         chunk_rows = max(self.cfg.window, (self.cfg.chunk_mb << 20) // row_bytes)
-        eval_stride = self.cfg.eval_stride or max(1, self.cfg.window // 2)
+        half = max(1, self.cfg.window // 2)
+        train_stride, eval_stride = self.cfg.stride or half, self.cfg.eval_stride or half
         self.windows: dict[str, Windows] = {}
         self.chunks: dict[str, np.ndarray] = {}
         self.sources: dict[str, FrameSource] = {}
@@ -195,7 +191,7 @@ class ExprTask:
             vids = np.flatnonzero(np.asarray(data.split) == split)
             offsets = np.asarray(data.offsets, dtype=np.int64)
             n = offsets[vids + 1] - offsets[vids]
-            stride = self.cfg.stride if split == "train" else eval_stride
+            stride = train_stride if split == "train" else eval_stride
             win = make_windows(vids, offsets[vids], n, size=self.cfg.window, stride=stride)
             if split == "train":
                 win = self._trainable(win)
@@ -350,31 +346,26 @@ class ExprTask:
             labels = np.asarray(self.data.labels)[rows].astype(np.int64)
             return Predictions("expr", split, keys, probs, CLASSES, labels, meta)
         # Test: one row per entry of the organisers' frame list, in its order.
-        t_video, t_frame = _test_list(self.data)
-        index = {v: i for i, v in enumerate(names)}
+        v, t_frame = _test_list(self.data)
         offsets = np.asarray(self.data.offsets, dtype=np.int64)
-        split_base = np.full(len(names), -1, dtype=np.int64)
         test_vids = np.flatnonzero(np.asarray(self.data.split) == "test")
         n = offsets[test_vids + 1] - offsets[test_vids]
+        split_base = np.full(len(names), -1, dtype=np.int64)
         split_base[test_vids] = np.cumsum(n) - n
-        uniq, inv = np.unique(t_video, return_inverse=True)
-        uv = np.array([index.get(u, -1) for u in uniq], dtype=np.int64)
-        v = uv[inv]
-        bad = np.flatnonzero((v < 0) | (split_base[np.maximum(v, 0)] < 0))
-        if len(bad) == 0:
-            n_of = (offsets[1:] - offsets[:-1])[v]
-            bad = np.flatnonzero((t_frame < 1) | (t_frame > n_of))
+        known = (v >= 0) & (v < len(names))
+        base = np.where(known, split_base[np.where(known, v, 0)], -1)
+        n_of = np.where(base >= 0, (offsets[1:] - offsets[:-1])[np.where(known, v, 0)], 0)
+        bad = np.flatnonzero((base < 0) | (t_frame < 1) | (t_frame > n_of))
         if len(bad):
             i = int(bad[0])
+            name = names[v[i]] if known[i] else f"video #{v[i]}"
             raise DataError(
                 self.data.root,
-                "test frame list entry has no frame in the loaded test videos",
-                row=i + 1,
-                found=f"{t_video[i]}/{t_frame[i]:05d}",
+                f"entry {i + 1} of the test frame list has no frame in the loaded test videos",
+                found=f"{name}/{t_frame[i]:05d}",
             )
-        pos = split_base[v] + t_frame - 1
-        keys = {"video": t_video, "frame": t_frame}
-        return Predictions("expr", split, keys, probs[pos], CLASSES, None, meta)
+        keys = {"video": names[v], "frame": t_frame}
+        return Predictions("expr", split, keys, probs[base + t_frame - 1], CLASSES, None, meta)
 
     def score(self, predictions: Predictions) -> Score:
         """Macro F1 of the argmax class over annotated frames."""
