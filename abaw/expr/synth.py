@@ -217,8 +217,11 @@ def _write_video(
     lat = _latent(seed, v, n, p)
     y = lat["y"]
     if split == "test":
-        with atomic_path(out / ORACLE_DIR / "test_labels" / f"{name}.npy") as tmp:
-            np.save(tmp, y)
+        with (
+            atomic_path(out / ORACLE_DIR / "test_labels" / f"{name}.npy") as tmp,
+            open(tmp, "wb") as fh,
+        ):
+            np.save(fh, y)  # a file object: np.save would append ".npy" to the temporary name
     else:
         path = out / ANNOTATION_DIRS[0] / SPLIT_DIRS[split] / f"{name}.txt"
         with atomic_open(path) as fh:
