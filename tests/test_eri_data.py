@@ -122,7 +122,10 @@ def test_cache_round_trip_and_invalidation(muse):
     assert np.array_equal(third.features["FAUs"].values, load(muse).features["FAUs"].values)
 
 
-def test_parallel_parse_equals_serial(pristine):
+def test_parallel_parse_equals_serial(pristine, monkeypatch):
+    import abaw.eri.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_MIN_PARALLEL", 0)  # force worker processes on a tiny set
     a = load_eri(pristine / "muse", FEATS, use_cache=False, n_jobs=1)
     b = load_eri(pristine / "muse", FEATS, use_cache=False, n_jobs=2)
     for name in FEATS:

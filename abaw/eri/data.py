@@ -41,6 +41,7 @@ KNOWN_MODALITIES: dict[str, str] = {
 SPLITS = ("train", "devel", "test")
 _ABAW5_SPLITS = {"Train": "train", "Val": "devel", "Test": "test"}
 _BATCH = 64  # files per parallel parsing task
+_MIN_PARALLEL = 2000  # fewer files than this are parsed in-process
 
 
 @dataclass
@@ -365,6 +366,8 @@ def _parse_batch(paths: list[Path]) -> list[np.ndarray | tuple]:
             DataError
         ) as e:  # sent back as plain data: exceptions with keyword fields do not pickle
             out.append((e.path, e.problem, e.row, e.column, e.expected, e.found))
+        except OSError as e:  # vanished or unreadable between listing and parsing
+            out.append((str(p), "cannot read the file", None, None, None, e.strerror))
     return out
 
 
@@ -383,6 +386,8 @@ def parse_feature_set(
     present = [k for k, s in enumerate(stems) if s in listing]
     paths = [folder / f"{stems[k]}.csv" for k in present]
     batches = [paths[i : i + _BATCH] for i in range(0, len(paths), _BATCH)]
+    if len(paths) < _MIN_PARALLEL:  # starting worker processes costs more than it saves
+        n_jobs = 1
     arrays: list[np.ndarray | None] = [None] * len(ids)
     widths: dict[int, tuple[int, Path]] = {}
     k = 0
@@ -435,18 +440,32 @@ def parse_feature_set(
     return values, offsets
 
 
-def standardize_(fs: FeatureSet, split: np.ndarray) -> None:
-    """Subtract the train-row mean and divide by the train-row std, in place."""
+def standardize_(fs: FeatureSet, split: np.ndarray, *, block: int = 1 << 16) -> None:
+    """Subtract the train-row mean and divide by the train-row std, in place.
+
+    Statistics are accumulated block by block (float64, centred on a first
+    estimate for accuracy) so no copy of the train rows is made.
+    """
     train = np.repeat(split == "train", fs.lengths)
-    rows = fs.values[train]
-    if len(rows) == 0:
-        mean, std = np.zeros(fs.dim, np.float32), np.ones(fs.dim, np.float32)
-    else:
-        mean = rows.mean(axis=0, dtype=np.float64).astype(np.float32)
-        std = rows.std(axis=0, dtype=np.float64).astype(np.float32)
+    n = int(train.sum())
+    mean = np.zeros(fs.dim, np.float32)
+    std = np.ones(fs.dim, np.float32)
+    if n:
+        first = np.flatnonzero(train)[: min(n, 4096)]
+        shift = fs.values[first].mean(axis=0, dtype=np.float64)
+        s1 = np.zeros(fs.dim)
+        s2 = np.zeros(fs.dim)
+        for a in range(0, len(fs.values), block):
+            rows = fs.values[a : a + block][train[a : a + block]].astype(np.float64) - shift
+            s1 += rows.sum(axis=0)
+            s2 += np.square(rows).sum(axis=0)
+        m = s1 / n
+        mean = (shift + m).astype(np.float32)
+        std = np.sqrt(np.maximum(s2 / n - m * m, 0.0)).astype(np.float32)
         std[std < 1e-8] = 1.0
-    fs.values -= mean
-    fs.values /= std
+    for a in range(0, len(fs.values), block):
+        fs.values[a : a + block] -= mean
+        fs.values[a : a + block] /= std
     fs.mean, fs.std = mean, std
 
 
