@@ -107,6 +107,11 @@ class _DeviceFeature:
         self.present = np.diff(fs.offsets) > 0
         self.dim = values.shape[1]
 
+    def gather(self, samples: torch.Tensor) -> torch.Tensor:
+        """(B, max_len, dim) steps of `samples`; one index_select on the device."""
+        rows = self.index[samples]
+        return torch.index_select(self.values, 0, rows.flatten()).view(*rows.shape, self.dim)
+
 
 class EriTask:
     """One ERI run: data on the device, the model variant, the loss and the metric."""
@@ -171,7 +176,7 @@ class EriTask:
         """Model inputs of the samples `index` (a device tensor), gathered on the device."""
         out: dict[str, torch.Tensor] = {"labels": self.labels_device[index]}
         for group, names in self.groups.items():
-            parts = [self.feats[f].values[self.feats[f].index[index]] for f in names]
+            parts = [self.feats[f].gather(index) for f in names]
             out[group] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
             mask = self.feats[names[0]].valid[index]
             for f in names[1:]:
