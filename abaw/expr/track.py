@@ -141,7 +141,7 @@ class ExprTask:
         configs: dict[str, Any],
         device: torch.device | str = "cpu",
         *,
-        show_progress: bool | None = False,
+        show_progress: bool | None = None,
     ) -> None:
         self.data = data
         self.model_name = model
@@ -294,7 +294,9 @@ class ExprTask:
         win, source = self.windows[split], self.sources[split]
         model.eval()
         sums = counts = None
-        with torch.no_grad(), progress(disable=not self.show_progress) as bar:
+        # A transient bar (nested inside the trainer's when validating); auto: only on a terminal.
+        disable = None if self.show_progress is None else not self.show_progress
+        with torch.no_grad(), progress(transient=True, disable=disable) as bar:
             job = bar.add_task(f"predict {split}", total=len(win))
             for wb in iter_windows(
                 source,
