@@ -123,9 +123,9 @@ def test_cache_round_trip_and_invalidation(muse):
 
 
 def test_parallel_parse_equals_serial(pristine, monkeypatch):
-    import abaw.eri.data as data_mod
+    import abaw.eri.csvio as csvio
 
-    monkeypatch.setattr(data_mod, "_MIN_PARALLEL", 0)  # force worker processes on a tiny set
+    monkeypatch.setattr(csvio, "_MIN_PARALLEL", 0)  # force worker processes on a tiny set
     a = load_eri(pristine / "muse", FEATS, use_cache=False, n_jobs=1)
     b = load_eri(pristine / "muse", FEATS, use_cache=False, n_jobs=2)
     for name in FEATS:

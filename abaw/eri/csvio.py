@@ -9,14 +9,34 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+from joblib import Parallel, delayed
 
-from abaw.errors import DataError
+from abaw.console import progress
+from abaw.eri import MODALITIES
+from abaw.errors import ConfigError, DataError
 
 N_META = 2  # leading metadata columns of every feature CSV (e.g. id and timestamp)
+KNOWN_MODALITIES: dict[str, str] = {
+    "DeepSpectrum": "audio",
+    "eGeMAPS": "audio",
+    "VGGFace2": "visual",
+    "FAUs": "visual",
+    "PosterV2-ViT": "visual",
+    "ResNet18": "visual",
+}
+_BATCH = 64  # files per parallel parsing task
+_MIN_PARALLEL = 2000  # fewer files than this are parsed in-process
+
+
+def _report(problems: list[DataError] | None, err: DataError) -> None:
+    if problems is None:
+        raise err
+    problems.append(err)
 
 
 def read_feature_csv(path: Path) -> np.ndarray:
@@ -167,3 +187,153 @@ def check_id(path: Path, lineno: int, column: str, file_id: str) -> DataError | 
             found=repr(file_id),
         )
     return None
+
+
+# ---------------------------------------------------------------- feature folders
+
+
+def find_feature_root(root: Path, layout: str) -> Path:
+    """`feats/` or `features/` if present, else the one subfolder holding <Feature>/<id>.csv folders."""
+    for name in ("feats", "features"):
+        if (root / name).is_dir():
+            return root / name
+    candidates = [
+        d
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and any(sub.is_dir() and any(sub.glob("*.csv")) for sub in d.iterdir())
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(d.name for d in candidates) if candidates else "no such folder"
+    raise DataError(
+        root,
+        "cannot find the features folder",
+        expected="feats/ or features/ holding <Feature>/<id>.csv",
+        found=found,
+    )
+
+
+def resolve_features(
+    feat_root: Path, features: list[str] | dict[str, str] | None
+) -> dict[str, str]:
+    """Feature name -> modality; unknown names need an explicit mapping."""
+    found = sorted(d.name for d in feat_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if features is None:
+        features = [f for f in found if f in KNOWN_MODALITIES]
+    mapping = (
+        dict(features)
+        if isinstance(features, dict)
+        else {f: KNOWN_MODALITIES.get(f, "") for f in features}
+    )
+    if not mapping:
+        raise ConfigError(
+            f"no feature sets chosen; feature folders in {feat_root}: {', '.join(found) or 'none'}"
+        )
+    for name, modality in mapping.items():
+        if name not in found:
+            raise DataError(
+                feat_root / name,
+                f"feature set {name!r} not found",
+                expected=f"one of the folders in {feat_root}",
+                found=", ".join(found) or "no folders",
+            )
+        if not modality:
+            raise ConfigError(
+                f"feature set {name!r} has no known modality; pass features as a mapping name -> 'audio'|'visual' "
+                f"(known: {', '.join(KNOWN_MODALITIES)}; folders in {feat_root}: {', '.join(found)})"
+            )
+        if modality not in MODALITIES:
+            raise ConfigError(
+                f"feature set {name!r}: modality must be one of {MODALITIES}, got {modality!r}"
+            )
+    return mapping
+
+
+def _listing(folder: Path) -> dict[str, os.stat_result]:
+    with os.scandir(folder) as it:
+        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and e.is_file()}
+
+
+def _parse_batch(paths: list[Path]) -> list[np.ndarray | tuple]:
+    out: list[np.ndarray | tuple] = []
+    for p in paths:
+        try:
+            out.append(read_feature_csv(p))
+        except (
+            DataError
+        ) as e:  # sent back as plain data: exceptions with keyword fields do not pickle
+            out.append((e.path, e.problem, e.row, e.column, e.expected, e.found))
+        except OSError as e:  # vanished or unreadable between listing and parsing
+            out.append((str(p), "cannot read the file", None, None, None, e.strerror))
+    return out
+
+
+def parse_feature_set(
+    folder: Path,
+    ids: np.ndarray,
+    *,
+    n_jobs: int = -1,
+    backend: str = "loky",
+    show_progress: bool | None = None,
+    problems: list[DataError] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parse every present file of one feature set; returns (values, offsets) in `ids` order."""
+    listing = _listing(folder)
+    stems = [file_stem(i) for i in ids]
+    present = [k for k, s in enumerate(stems) if s in listing]
+    paths = [folder / f"{stems[k]}.csv" for k in present]
+    batches = [paths[i : i + _BATCH] for i in range(0, len(paths), _BATCH)]
+    if len(paths) < _MIN_PARALLEL:  # starting worker processes costs more than it saves
+        n_jobs = 1
+    arrays: list[np.ndarray | None] = [None] * len(ids)
+    widths: dict[int, tuple[int, Path]] = {}
+    k = 0
+    with progress(disable=None if show_progress is None else not show_progress) as bar:
+        task = bar.add_task(f"parse {folder.name}", total=len(paths))
+        runner = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")
+        for batch, result in zip(
+            batches, runner(delayed(_parse_batch)(b) for b in batches), strict=True
+        ):
+            for path, arr in zip(batch, result, strict=True):
+                if isinstance(arr, tuple):
+                    p, prob, row, col, exp, fnd = arr
+                    _report(
+                        problems, DataError(p, prob, row=row, column=col, expected=exp, found=fnd)
+                    )
+                else:
+                    first = widths.setdefault(arr.shape[1], (0, path))
+                    widths[arr.shape[1]] = (first[0] + 1, first[1])
+                    arrays[present[k]] = arr
+                k += 1
+            bar.update(task, advance=len(batch))
+    if len(widths) > 1:  # the most common width is right; every other file is reported
+        dim = max(widths, key=lambda w: widths[w][0])
+        for idx in present:
+            a = arrays[idx]
+            if a is not None and a.shape[1] != dim:
+                _report(
+                    problems,
+                    DataError(
+                        folder / f"{stems[idx]}.csv",
+                        f"feature width differs from the other files of {folder.name}",
+                        row=1,
+                        expected=f"{dim + 2} columns (like {widths[dim][1].name})",
+                        found=f"{a.shape[1] + 2}",
+                    ),
+                )
+                arrays[idx] = None
+    dim = (
+        next(iter(widths))
+        if len(widths) == 1
+        else (max(widths, key=lambda w: widths[w][0]) if widths else 0)
+    )
+    lengths = np.array([0 if a is None else len(a) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.empty((int(offsets[-1]), dim), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        if a is not None:
+            values[offsets[i] : offsets[i + 1]] = a
+            arrays[i] = None  # free as we go: bounded peak memory
+    return values, offsets

@@ -14,34 +14,41 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 
-from abaw.console import progress
 from abaw.eri import EMOTIONS, MODALITIES
-from abaw.eri.csvio import check_id, file_stem, read_feature_csv, read_table
-from abaw.errors import AbawError, ConfigError, DataError
+from abaw.eri.csvio import (
+    KNOWN_MODALITIES,
+    _listing,
+    file_stem,
+    find_feature_root,
+    parse_feature_set,
+    resolve_features,
+)
+from abaw.eri.tables import SPLITS, detect_layout, read_tables
+from abaw.errors import AbawError, DataError
 from abaw.io import atomic_open, atomic_path, cache_dir_for
 
 LOADER_VERSION = 1  # bump when parsing or cached content changes: invalidates every cache
-KNOWN_MODALITIES: dict[str, str] = {
-    "DeepSpectrum": "audio",
-    "eGeMAPS": "audio",
-    "VGGFace2": "visual",
-    "FAUs": "visual",
-    "PosterV2-ViT": "visual",
-    "ResNet18": "visual",
-}
-SPLITS = ("train", "devel", "test")
-_ABAW5_SPLITS = {"Train": "train", "Val": "devel", "Test": "test"}
-_BATCH = 64  # files per parallel parsing task
-_MIN_PARALLEL = 2000  # fewer files than this are parsed in-process
+__all__ = [
+    "KNOWN_MODALITIES",
+    "LOADER_VERSION",
+    "EriData",
+    "FeatureSet",
+    "detect_layout",
+    "find_feature_root",
+    "inspect_data",
+    "load_eri",
+    "parse_feature_set",
+    "read_tables",
+    "resolve_features",
+    "standardize_",
+]
 
 
 @dataclass
@@ -96,348 +103,6 @@ class EriData:
         for fs in self.features.values():
             out.setdefault(fs.modality, []).append(fs.name)
         return out
-
-
-# ---------------------------------------------------------------- tables
-
-
-def detect_layout(root: Path) -> str:
-    """ "abaw5" if data_info.csv exists, "muse" if labels.csv and partition.csv do."""
-    if not root.is_dir():
-        raise DataError(root, "data folder not found", expected="a folder", found="nothing")
-    if (root / "data_info.csv").is_file():
-        return "abaw5"
-    if (root / "labels.csv").is_file() or (root / "partition.csv").is_file():
-        for name in ("labels.csv", "partition.csv"):
-            if not (root / name).is_file():
-                raise DataError(
-                    root / name,
-                    "file not found",
-                    expected="labels.csv and partition.csv (MuSe layout)",
-                    found="only the other one",
-                )
-        return "muse"
-    raise DataError(
-        root,
-        "no ERI table found",
-        expected="data_info.csv (ABAW5) or labels.csv + partition.csv (MuSe)",
-        found="neither",
-    )
-
-
-def _report(problems: list[DataError] | None, err: DataError) -> None:
-    if problems is None:
-        raise err
-    problems.append(err)
-
-
-def read_tables(root: Path, layout: str, problems: list[DataError] | None = None):
-    """IDs, splits, labels and metadata from the layout's tables.
-
-    Returns (ids, split, labels, meta, line_of) where line_of maps an ID to (file, line).
-    """
-    if layout == "muse":
-        lab_path, part_path = root / "labels.csv", root / "partition.csv"
-        _, lab_rows = read_table(lab_path, ["File_ID", *EMOTIONS])
-        _check_ids(lab_path, lab_rows, problems)
-        _, part_rows = read_table(part_path, ["Id", "Partition"])
-        part: dict[str, str] = {}
-        for lineno, (pid, value) in enumerate(part_rows, start=2):
-            if pid in part:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "duplicated ID",
-                        row=lineno,
-                        column="Id",
-                        expected="each ID once",
-                        found=f"{pid!r} again",
-                    ),
-                )
-            if value not in SPLITS:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "unknown partition",
-                        row=lineno,
-                        column="Partition",
-                        expected="train, devel or test",
-                        found=repr(value),
-                    ),
-                )
-            part[pid] = value
-        ids, split, raw, lines = [], [], [], []
-        for lineno, row in enumerate(lab_rows, start=2):
-            if row[0] not in part:
-                _report(
-                    problems,
-                    DataError(
-                        lab_path,
-                        "ID not in partition.csv",
-                        row=lineno,
-                        column="File_ID",
-                        expected="an ID listed in partition.csv",
-                        found=repr(row[0]),
-                    ),
-                )
-                continue
-            ids.append(row[0])
-            split.append(part[row[0]])
-            raw.append(row[1:])
-            lines.append(lineno)
-        known = {r[0] for r in lab_rows}
-        for lineno, (pid, _) in enumerate(part_rows, start=2):
-            if pid not in known:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "ID not in labels.csv",
-                        row=lineno,
-                        column="Id",
-                        expected="an ID listed in labels.csv",
-                        found=repr(pid),
-                    ),
-                )
-        meta = None
-        table = lab_path
-    else:
-        table = root / "data_info.csv"
-        header, rows = read_table(table, ["File_ID", "Split", *EMOTIONS], prefix_only=True)
-        _check_ids(table, rows, problems)
-        ids, split, raw, lines, extra = [], [], [], [], []
-        for lineno, row in enumerate(rows, start=2):
-            if row[1] not in _ABAW5_SPLITS:
-                _report(
-                    problems,
-                    DataError(
-                        table,
-                        "unknown split",
-                        row=lineno,
-                        column="Split",
-                        expected="Train, Val or Test",
-                        found=repr(row[1]),
-                    ),
-                )
-                continue
-            ids.append(row[0])
-            split.append(_ABAW5_SPLITS[row[1]])
-            raw.append(row[2 : 2 + len(EMOTIONS)])
-            extra.append(row[2 + len(EMOTIONS) :])
-            lines.append(lineno)
-        cols = header[2 + len(EMOTIONS) :]
-        meta = pd.DataFrame(extra, columns=cols) if cols else None
-        if meta is not None and "Age" in meta:
-            meta["Age"] = pd.to_numeric(meta["Age"], errors="coerce")
-    labels = _parse_labels(table, raw, split, lines, problems)
-    return np.array(ids, dtype=str), np.array(split, dtype=str), labels, meta
-
-
-def _check_ids(table: Path, rows: list[list[str]], problems: list[DataError] | None) -> None:
-    """Each File_ID once, and safe to use as a file name."""
-    first: dict[str, int] = {}
-    for lineno, row in enumerate(rows, start=2):
-        i = row[0]
-        if i in first:
-            err = DataError(
-                table,
-                "duplicated ID",
-                row=lineno,
-                column="File_ID",
-                expected=f"each ID once (first on line {first[i]})",
-                found=repr(i),
-            )
-            _report(problems, err)
-        first.setdefault(i, lineno)
-        err = check_id(table, lineno, "File_ID", i)
-        if err:
-            _report(problems, err)
-
-
-def _parse_labels(
-    table: Path, raw: list[list[str]], split: list[str], lines: list[int], problems
-) -> np.ndarray:
-    """Intensities in [0, 1] for labelled rows; NaN for test rows (their values are ignored)."""
-    labels = np.full((len(raw), len(EMOTIONS)), np.nan, dtype=np.float32)
-    arr = (
-        pd.DataFrame(raw, columns=list(EMOTIONS))
-        .apply(pd.to_numeric, errors="coerce")
-        .to_numpy(np.float64)
-        if raw
-        else labels
-    )
-    for k, s in enumerate(split):
-        if s == "test":
-            continue
-        row = arr[k]
-        bad = np.flatnonzero(~np.isfinite(row) | (row < 0) | (row > 1))
-        if bad.size:
-            j = int(bad[0])
-            _report(
-                problems,
-                DataError(
-                    table,
-                    f"bad label for a {s} sample",
-                    row=lines[k],
-                    column=EMOTIONS[j],
-                    expected="a number in [0, 1]",
-                    found=repr(raw[k][j]),
-                ),
-            )
-        labels[k] = row
-    return labels
-
-
-# ---------------------------------------------------------------- features
-
-
-def find_feature_root(root: Path, layout: str) -> Path:
-    """`feats/` or `features/` if present, else the one subfolder holding <Feature>/<id>.csv folders."""
-    for name in ("feats", "features"):
-        if (root / name).is_dir():
-            return root / name
-    candidates = [
-        d
-        for d in sorted(root.iterdir())
-        if d.is_dir()
-        and not d.name.startswith(".")
-        and any(sub.is_dir() and any(sub.glob("*.csv")) for sub in d.iterdir())
-    ]
-    if len(candidates) == 1:
-        return candidates[0]
-    found = ", ".join(d.name for d in candidates) if candidates else "no such folder"
-    raise DataError(
-        root,
-        "cannot find the features folder",
-        expected="feats/ or features/ holding <Feature>/<id>.csv",
-        found=found,
-    )
-
-
-def resolve_features(
-    feat_root: Path, features: list[str] | dict[str, str] | None
-) -> dict[str, str]:
-    """Feature name -> modality; unknown names need an explicit mapping."""
-    found = sorted(d.name for d in feat_root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if features is None:
-        features = [f for f in found if f in KNOWN_MODALITIES]
-    mapping = (
-        dict(features)
-        if isinstance(features, dict)
-        else {f: KNOWN_MODALITIES.get(f, "") for f in features}
-    )
-    if not mapping:
-        raise ConfigError(
-            f"no feature sets chosen; feature folders in {feat_root}: {', '.join(found) or 'none'}"
-        )
-    for name, modality in mapping.items():
-        if name not in found:
-            raise DataError(
-                feat_root / name,
-                f"feature set {name!r} not found",
-                expected=f"one of the folders in {feat_root}",
-                found=", ".join(found) or "no folders",
-            )
-        if not modality:
-            raise ConfigError(
-                f"feature set {name!r} has no known modality; pass features as a mapping name -> 'audio'|'visual' "
-                f"(known: {', '.join(KNOWN_MODALITIES)}; folders in {feat_root}: {', '.join(found)})"
-            )
-        if modality not in MODALITIES:
-            raise ConfigError(
-                f"feature set {name!r}: modality must be one of {MODALITIES}, got {modality!r}"
-            )
-    return mapping
-
-
-def _listing(folder: Path) -> dict[str, os.stat_result]:
-    with os.scandir(folder) as it:
-        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and e.is_file()}
-
-
-def _parse_batch(paths: list[Path]) -> list[np.ndarray | tuple]:
-    out: list[np.ndarray | tuple] = []
-    for p in paths:
-        try:
-            out.append(read_feature_csv(p))
-        except (
-            DataError
-        ) as e:  # sent back as plain data: exceptions with keyword fields do not pickle
-            out.append((e.path, e.problem, e.row, e.column, e.expected, e.found))
-        except OSError as e:  # vanished or unreadable between listing and parsing
-            out.append((str(p), "cannot read the file", None, None, None, e.strerror))
-    return out
-
-
-def parse_feature_set(
-    folder: Path,
-    ids: np.ndarray,
-    *,
-    n_jobs: int = -1,
-    backend: str = "loky",
-    show_progress: bool | None = None,
-    problems: list[DataError] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parse every present file of one feature set; returns (values, offsets) in `ids` order."""
-    listing = _listing(folder)
-    stems = [file_stem(i) for i in ids]
-    present = [k for k, s in enumerate(stems) if s in listing]
-    paths = [folder / f"{stems[k]}.csv" for k in present]
-    batches = [paths[i : i + _BATCH] for i in range(0, len(paths), _BATCH)]
-    if len(paths) < _MIN_PARALLEL:  # starting worker processes costs more than it saves
-        n_jobs = 1
-    arrays: list[np.ndarray | None] = [None] * len(ids)
-    widths: dict[int, tuple[int, Path]] = {}
-    k = 0
-    with progress(disable=None if show_progress is None else not show_progress) as bar:
-        task = bar.add_task(f"parse {folder.name}", total=len(paths))
-        runner = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")
-        for batch, result in zip(
-            batches, runner(delayed(_parse_batch)(b) for b in batches), strict=True
-        ):
-            for path, arr in zip(batch, result, strict=True):
-                if isinstance(arr, tuple):
-                    p, prob, row, col, exp, fnd = arr
-                    _report(
-                        problems, DataError(p, prob, row=row, column=col, expected=exp, found=fnd)
-                    )
-                else:
-                    first = widths.setdefault(arr.shape[1], (0, path))
-                    widths[arr.shape[1]] = (first[0] + 1, first[1])
-                    arrays[present[k]] = arr
-                k += 1
-            bar.update(task, advance=len(batch))
-    if len(widths) > 1:  # the most common width is right; every other file is reported
-        dim = max(widths, key=lambda w: widths[w][0])
-        for idx in present:
-            a = arrays[idx]
-            if a is not None and a.shape[1] != dim:
-                _report(
-                    problems,
-                    DataError(
-                        folder / f"{stems[idx]}.csv",
-                        f"feature width differs from the other files of {folder.name}",
-                        row=1,
-                        expected=f"{dim + 2} columns (like {widths[dim][1].name})",
-                        found=f"{a.shape[1] + 2}",
-                    ),
-                )
-                arrays[idx] = None
-    dim = (
-        next(iter(widths))
-        if len(widths) == 1
-        else (max(widths, key=lambda w: widths[w][0]) if widths else 0)
-    )
-    lengths = np.array([0 if a is None else len(a) for a in arrays], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    values = np.empty((int(offsets[-1]), dim), dtype=np.float32)
-    for i, a in enumerate(arrays):
-        if a is not None:
-            values[offsets[i] : offsets[i + 1]] = a
-            arrays[i] = None  # free as we go: bounded peak memory
-    return values, offsets
 
 
 def standardize_(fs: FeatureSet, split: np.ndarray, *, block: int = 1 << 16) -> None:

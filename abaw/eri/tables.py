@@ -1,0 +1,202 @@
+"""The ERI tables: labels.csv + partition.csv (MuSe layout) or data_info.csv (ABAW5 layout).
+
+IDs, splits and intensities are validated here, each problem a DataError that
+names the table, line and column (collected instead of raised for `abaw inspect`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from abaw.eri import EMOTIONS
+from abaw.eri.csvio import _report, check_id, read_table
+from abaw.errors import DataError
+
+SPLITS = ("train", "devel", "test")
+_ABAW5_SPLITS = {"Train": "train", "Val": "devel", "Test": "test"}
+
+
+def detect_layout(root: Path) -> str:
+    """ "abaw5" if data_info.csv exists, "muse" if labels.csv and partition.csv do."""
+    if not root.is_dir():
+        raise DataError(root, "data folder not found", expected="a folder", found="nothing")
+    if (root / "data_info.csv").is_file():
+        return "abaw5"
+    if (root / "labels.csv").is_file() or (root / "partition.csv").is_file():
+        for name in ("labels.csv", "partition.csv"):
+            if not (root / name).is_file():
+                raise DataError(
+                    root / name,
+                    "file not found",
+                    expected="labels.csv and partition.csv (MuSe layout)",
+                    found="only the other one",
+                )
+        return "muse"
+    raise DataError(
+        root,
+        "no ERI table found",
+        expected="data_info.csv (ABAW5) or labels.csv + partition.csv (MuSe)",
+        found="neither",
+    )
+
+
+def read_tables(root: Path, layout: str, problems: list[DataError] | None = None):
+    """IDs, splits, labels and metadata from the layout's tables.
+
+    Returns (ids, split, labels, meta, line_of) where line_of maps an ID to (file, line).
+    """
+    if layout == "muse":
+        lab_path, part_path = root / "labels.csv", root / "partition.csv"
+        _, lab_rows = read_table(lab_path, ["File_ID", *EMOTIONS])
+        _check_ids(lab_path, lab_rows, problems)
+        _, part_rows = read_table(part_path, ["Id", "Partition"])
+        part: dict[str, str] = {}
+        for lineno, (pid, value) in enumerate(part_rows, start=2):
+            if pid in part:
+                _report(
+                    problems,
+                    DataError(
+                        part_path,
+                        "duplicated ID",
+                        row=lineno,
+                        column="Id",
+                        expected="each ID once",
+                        found=f"{pid!r} again",
+                    ),
+                )
+            if value not in SPLITS:
+                _report(
+                    problems,
+                    DataError(
+                        part_path,
+                        "unknown partition",
+                        row=lineno,
+                        column="Partition",
+                        expected="train, devel or test",
+                        found=repr(value),
+                    ),
+                )
+            part[pid] = value
+        ids, split, raw, lines = [], [], [], []
+        for lineno, row in enumerate(lab_rows, start=2):
+            if row[0] not in part:
+                _report(
+                    problems,
+                    DataError(
+                        lab_path,
+                        "ID not in partition.csv",
+                        row=lineno,
+                        column="File_ID",
+                        expected="an ID listed in partition.csv",
+                        found=repr(row[0]),
+                    ),
+                )
+                continue
+            ids.append(row[0])
+            split.append(part[row[0]])
+            raw.append(row[1:])
+            lines.append(lineno)
+        known = {r[0] for r in lab_rows}
+        for lineno, (pid, _) in enumerate(part_rows, start=2):
+            if pid not in known:
+                _report(
+                    problems,
+                    DataError(
+                        part_path,
+                        "ID not in labels.csv",
+                        row=lineno,
+                        column="Id",
+                        expected="an ID listed in labels.csv",
+                        found=repr(pid),
+                    ),
+                )
+        meta = None
+        table = lab_path
+    else:
+        table = root / "data_info.csv"
+        header, rows = read_table(table, ["File_ID", "Split", *EMOTIONS], prefix_only=True)
+        _check_ids(table, rows, problems)
+        ids, split, raw, lines, extra = [], [], [], [], []
+        for lineno, row in enumerate(rows, start=2):
+            if row[1] not in _ABAW5_SPLITS:
+                _report(
+                    problems,
+                    DataError(
+                        table,
+                        "unknown split",
+                        row=lineno,
+                        column="Split",
+                        expected="Train, Val or Test",
+                        found=repr(row[1]),
+                    ),
+                )
+                continue
+            ids.append(row[0])
+            split.append(_ABAW5_SPLITS[row[1]])
+            raw.append(row[2 : 2 + len(EMOTIONS)])
+            extra.append(row[2 + len(EMOTIONS) :])
+            lines.append(lineno)
+        cols = header[2 + len(EMOTIONS) :]
+        meta = pd.DataFrame(extra, columns=cols) if cols else None
+        if meta is not None and "Age" in meta:
+            meta["Age"] = pd.to_numeric(meta["Age"], errors="coerce")
+    labels = _parse_labels(table, raw, split, lines, problems)
+    return np.array(ids, dtype=str), np.array(split, dtype=str), labels, meta
+
+
+def _check_ids(table: Path, rows: list[list[str]], problems: list[DataError] | None) -> None:
+    """Each File_ID once, and safe to use as a file name."""
+    first: dict[str, int] = {}
+    for lineno, row in enumerate(rows, start=2):
+        i = row[0]
+        if i in first:
+            err = DataError(
+                table,
+                "duplicated ID",
+                row=lineno,
+                column="File_ID",
+                expected=f"each ID once (first on line {first[i]})",
+                found=repr(i),
+            )
+            _report(problems, err)
+        first.setdefault(i, lineno)
+        err = check_id(table, lineno, "File_ID", i)
+        if err:
+            _report(problems, err)
+
+
+def _parse_labels(
+    table: Path, raw: list[list[str]], split: list[str], lines: list[int], problems
+) -> np.ndarray:
+    """Intensities in [0, 1] for labelled rows; NaN for test rows (their values are ignored)."""
+    labels = np.full((len(raw), len(EMOTIONS)), np.nan, dtype=np.float32)
+    arr = (
+        pd.DataFrame(raw, columns=list(EMOTIONS))
+        .apply(pd.to_numeric, errors="coerce")
+        .to_numpy(np.float64)
+        if raw
+        else labels
+    )
+    for k, s in enumerate(split):
+        if s == "test":
+            continue
+        row = arr[k]
+        bad = np.flatnonzero(~np.isfinite(row) | (row < 0) | (row > 1))
+        if bad.size:
+            j = int(bad[0])
+            _report(
+                problems,
+                DataError(
+                    table,
+                    f"bad label for a {s} sample",
+                    row=lines[k],
+                    column=EMOTIONS[j],
+                    expected="a number in [0, 1]",
+                    found=repr(raw[k][j]),
+                ),
+            )
+        labels[k] = row
+    return labels
