@@ -254,6 +254,8 @@ def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndar
             expected=f"at most {n_frames} frames (+{EXTRA_ROWS_TOLERANCE} tolerated)",
             found=f"{last} frames",
         )
+    if ff.fmt == "npy" and len(arr) >= n_frames:  # the common case: no copy
+        return arr[:n_frames]
     out = np.full((n_frames, ff.width), np.nan, np.float32)
     keep = frames <= n_frames
     out[frames[keep] - 1] = arr[keep]

@@ -121,7 +121,7 @@ class StoreWriter:
                 f"block {block.shape} does not fit store {self.shape} at row {self.pos}"
             )
         np.clip(block, -65000, 65000, out=block)
-        self._fh.write(block.astype(np.float16).tobytes())
+        self._fh.write(memoryview(np.ascontiguousarray(block, dtype=np.float16)).cast("B"))
         self.pos += len(block)
 
     def close(self) -> None:
@@ -142,11 +142,11 @@ class ColumnStats:
 
     def update(self, x: np.ndarray) -> None:
         """Add the rows of `x` (NaN rows skipped)."""
-        x = x[~np.isnan(x).any(axis=1)].astype(np.float64)
+        x = x[~np.isnan(x).any(axis=1)]
         if not len(x):
             return
-        n_b, mean_b = len(x), x.mean(axis=0)
-        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        n_b, mean_b = len(x), x.mean(axis=0, dtype=np.float64)
+        m2_b = np.square(x - mean_b.astype(x.dtype)).sum(axis=0, dtype=np.float64)
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean = self.mean + delta * n_b / n
