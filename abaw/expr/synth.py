@@ -68,7 +68,7 @@ class ScaleSpec:
 SCALES: dict[str, ScaleSpec] = {
     "tiny": ScaleSpec((6, 3, 3), (1, 1, 1), 200, None, 1),
     "small": ScaleSpec((36, 12, 12), (2, 1, 1), 2500, None, 1),
-    "full": ScaleSpec((248, 72, 228), (8, 3, 6), 5250, 1_022_656, 2),
+    "full": ScaleSpec((248, 72, 228), (8, 3, 6), 4750, 1_022_656, 2),
 }
 
 
@@ -110,26 +110,30 @@ def _names(rng: np.random.Generator, n: int, pairs: int, start: int) -> list[str
     return names
 
 
+def _base(name: str) -> str:
+    return name.removesuffix("_left").removesuffix("_right")
+
+
 def _frame_counts(rng: np.random.Generator, spec: ScaleSpec, names: list[list[str]]) -> list[int]:
     """Frames per video (pairs share their video's count); test total exact when asked."""
     counts: list[int] = []
     for split, vids in enumerate(names):
         c = {}
         for name in vids:
-            base = name.removesuffix("_left").removesuffix("_right")
+            base = _base(name)
             if base not in c:
                 n = rng.lognormal(np.log(spec.frames), 0.45)
                 c[base] = int(np.clip(n, spec.frames // 3, spec.frames * 4))
         if split == 2 and spec.test_frames is not None:
             # Scale to the exact total: each base counts once per annotation file that uses it.
-            mult = {b: sum(v.startswith(b) for v in vids) for b in c}
+            mult = {b: sum(_base(v) == b for v in vids) for b in c}
             tot = sum(c[b] * mult[b] for b in c)
             for b in c:
                 c[b] = max(50, int(c[b] * spec.test_frames / tot))
             rest = spec.test_frames - sum(c[b] * mult[b] for b in c)
             single = [b for b in c if mult[b] == 1]
             c[single[0]] += rest
-        counts += [c[v.removesuffix("_left").removesuffix("_right")] for v in vids]
+        counts += [c[_base(v)] for v in vids]
     return counts
 
 
