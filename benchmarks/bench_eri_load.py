@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 PAPER = ["DeepSpectrum", "PosterV2-ViT"]
 
 
@@ -43,6 +45,11 @@ def stage(name: str, root: Path, scale: str, seed: int) -> dict:
         data = load_eri(root, PAPER, use_cache=True)
         info["steps"] = {k: int(v.values.shape[0]) for k, v in data.features.items()}
         info["gb_arrays"] = sum(v.values.nbytes for v in data.features.values()) / 1e9
+        info["seconds_load"] = time.perf_counter() - t0
+        # Cached values are memory-mapped: also time reading every value once.
+        info["checksum"] = float(
+            sum(v.values.sum(dtype=np.float64) for v in data.features.values())
+        )
     elif name.startswith("parse-"):  # parse one feature set with a given backend and n_jobs
         _, backend, jobs = name.split("-")
         ids, _, _, _ = read_tables(root, "muse")
@@ -108,7 +115,8 @@ def main() -> None:
         for name in ("parse-loky-1", "parse-loky-2", "parse-threading-2"):
             results[name] = run_stage(name, args)
     first, cached, syn = results["first"], results["cached"], results["synth"]
-    ratio = first["seconds"] / cached["seconds"]
+    ratio = first["seconds_load"] / cached["seconds_load"]
+    ratio_read = first["seconds_load"] / cached["seconds"]
 
     print(f"\n### ERI load ({args.scale} scale, {syn['samples']} samples, {' + '.join(PAPER)})\n")
     print(
@@ -122,10 +130,13 @@ def main() -> None:
         f"| synth (write CSVs) | {syn['seconds']:.1f} | {syn['peak_rss_mb']:.0f} | {syn['workers_peak_rss_mb']:.0f} | {syn['gb_written']:.2f} GB of CSV |"
     )
     print(
-        f"| first load (parse + standardise + write cache) | {first['seconds']:.1f} | {first['peak_rss_mb']:.0f} | {first['workers_peak_rss_mb']:.0f} | arrays {first['gb_arrays']:.2f} GB float32 |"
+        f"| first load (parse + standardise + write cache) | {first['seconds_load']:.1f} | {first['peak_rss_mb']:.0f} | {first['workers_peak_rss_mb']:.0f} | arrays {first['gb_arrays']:.2f} GB float32 |"
     )
     print(
-        f"| cached load (.npy) | {cached['seconds']:.2f} | {cached['peak_rss_mb']:.0f} | {cached['workers_peak_rss_mb']:.0f} | |"
+        f"| cached load (values memory-mapped) | {cached['seconds_load']:.2f} | - | - | pages read on first use |"
+    )
+    print(
+        f"| cached load + read every value once | {cached['seconds']:.2f} | {cached['peak_rss_mb']:.0f} | {cached['workers_peak_rss_mb']:.0f} | |"
     )
     for name in ("parse-loky-1", "parse-loky-2", "parse-threading-2"):
         if name in results:
@@ -133,9 +144,11 @@ def main() -> None:
             print(
                 f"| parse {PAPER[0]} only, {name[6:]} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['workers_peak_rss_mb']:.0f} | |"
             )
+    same = abs(first["checksum"] - cached["checksum"]) <= 1e-6 * max(1.0, abs(first["checksum"]))
     verdict = "meets" if ratio >= 20 else "MISSES"
     print(
-        f"\nCached load is **{ratio:.1f}x** faster than the first load ({verdict} the >= 20x target)."
+        f"\nCached load is **{ratio:.1f}x** faster than the first load ({verdict} the >= 20x target); "
+        f"**{ratio_read:.1f}x** counting one full read of the mapped values. Same values: {same}."
     )
     if not args.keep:
         shutil.rmtree(args.out)

@@ -110,6 +110,11 @@ def test_cache_round_trip_and_invalidation(muse):
     for name in FEATS:
         assert np.array_equal(first.features[name].values, second.features[name].values)
         assert np.array_equal(first.features[name].std, second.features[name].std)
+    # Cached values are a copy-on-write map: writable in memory, the cache file never changes.
+    second.features["FAUs"].values[0, 0] += 100.0
+    assert np.array_equal(
+        load(muse, use_cache=True).features["FAUs"].values, first.features["FAUs"].values
+    )
     # Change one file: its feature set is parsed again and the stale entry is replaced.
     f = muse / "feats" / "FAUs" / "00000.csv"
     edit_line(f, 2, lambda s: s.rsplit(",", 1)[0] + ",7.00000")

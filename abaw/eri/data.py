@@ -105,7 +105,7 @@ class EriData:
         return out
 
 
-def standardize_(fs: FeatureSet, split: np.ndarray, *, block: int = 1 << 16) -> None:
+def standardize_(fs: FeatureSet, split: np.ndarray, *, block: int = 8192) -> None:
     """Subtract the train-row mean and divide by the train-row std, in place.
 
     Statistics are accumulated block by block (float64, centred on a first
@@ -154,7 +154,13 @@ def _cache_load(entry: Path, key: str) -> FeatureSet | None:
         manifest = json.loads((entry / "manifest.json").read_text())
         if manifest.get("key") != key or manifest.get("version") != LOADER_VERSION:
             return None
-        arr = {k: np.load(entry / f"{k}.npy", allow_pickle=False) for k in manifest["arrays"]}
+        # values: a copy-on-write map, read lazily; writable in memory, the file never changes.
+        arr = {
+            k: np.load(
+                entry / f"{k}.npy", allow_pickle=False, mmap_mode="c" if k == "values" else None
+            )
+            for k in manifest["arrays"]
+        }
     except (OSError, ValueError, KeyError):
         return None
     return FeatureSet(
