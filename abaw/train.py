@@ -236,7 +236,7 @@ def fit(
                     "seconds": time.perf_counter() - t0,
                 }
             )
-            if score.value > best_score:
+            if math.isfinite(score.value) and score.value > best_score:
                 best_score, best_epoch, best_pred, best_breakdown = score.value, epoch, pred, score
                 best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
                 stale = 0
@@ -253,6 +253,10 @@ def fit(
                 sched.step(score.value) if cfg.scheduler == "plateau" else sched.step()
             if cfg.patience and stale >= cfg.patience:
                 break
+    if best_state is None:
+        raise TrainingDiverged(
+            f"the validation {task.metric} was never finite in {len(history)} epoch(s)"
+        )
     eval_model.load_state_dict(best_state)
     eval_model.eval()
     result = FitResult(best_epoch, best_score, best_breakdown, history, eval_model)

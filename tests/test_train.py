@@ -246,3 +246,12 @@ def test_config_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_never_finite_metric_is_a_clear_error():
+    with pytest.raises(TrainingDiverged, match="never finite"):
+        fit(ToyTask(scripted=[float("nan")] * 2), _cfg(epochs=2), device=CPU, show_progress=False)
+    r = fit(
+        ToyTask(scripted=[float("nan"), 0.2, 0.1]), _cfg(epochs=3), device=CPU, show_progress=False
+    )
+    assert r.best_epoch == 2
