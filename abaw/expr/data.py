@@ -22,7 +22,7 @@ from abaw.errors import ConfigError, DataError
 from abaw.expr.layout import CLASSES, FEATURES_DIR, NUM_CLASSES
 from abaw.expr.scan import Layout, Problems, read_features, scan_layout
 from abaw.expr.store import ColumnStats, FeatureStore, StoreWriter, fill_rows
-from abaw.inspect import InspectReport, Section
+from abaw.inspect import InspectReport
 from abaw.io import atomic_open, atomic_path, cache_dir_for
 
 LOADER_VERSION = 1  # bump when the store's content would change for the same inputs
@@ -311,5 +311,4 @@ __all__ = [
     "clear_cache",
     "inspect_data",
     "load_expr",
-    "Section",
 ]
