@@ -30,7 +30,8 @@ def test_windows_cover_every_frame_and_last_is_edge_padded():
     assert w.length.tolist() == [4, 4, 4, 3, 4]
     assert w.out.tolist() == [0, 3, 6, 10, 13]
     assert w.n_out == 17
-    w = _windows([11], size=4, stride=3)  # 6 + 4 = 10 < 11: a fourth window starting at 9, 2 real frames
+    # 6 + 4 = 10 < 11 frames: a fourth window starts at 9 with 2 real frames.
+    w = _windows([11], size=4, stride=3)
     assert w.row.tolist() == [0, 3, 6, 9]
     assert w.length.tolist() == [4, 4, 4, 2]
 
@@ -51,7 +52,9 @@ def test_overlap_average_matches_direct_per_frame_mean():
     got = (sums / counts[:, None]).numpy()
     direct = np.zeros((w.n_out, 3))
     for f in range(w.n_out):  # every window whose real frames include output position f
-        hits = [probs[i, f - w.out[i]] for i in range(len(w)) if w.out[i] <= f < w.out[i] + w.length[i]]
+        hits = [
+            probs[i, f - w.out[i]] for i in range(len(w)) if w.out[i] <= f < w.out[i] + w.length[i]
+        ]
         assert hits, f"frame {f} covered by no window"
         direct[f] = np.mean(hits, axis=0)
     np.testing.assert_allclose(got, direct, rtol=1e-12)
@@ -79,7 +82,9 @@ def test_streamed_epoch_reads_chunks_and_matches_direct_gather():
     src = FrameSource(store.read, columns=np.array([0, 2, 4]))
     g = torch.Generator().manual_seed(0)
     seen = []
-    for b in iter_windows(src, w, np.arange(len(w)), batch_size=5, chunk=chunk, buffer_chunks=2, generator=g):
+    for b in iter_windows(
+        src, w, np.arange(len(w)), batch_size=5, chunk=chunk, buffer_chunks=2, generator=g
+    ):
         offs, pad = window_positions(w.length[b.index], 8)
         rows = w.row[b.index, None] + offs
         np.testing.assert_array_equal(b.x.numpy(), x[rows][:, :, [0, 2, 4]])
