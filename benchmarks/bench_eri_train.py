@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -116,20 +117,25 @@ def dataloader_batches(data, max_len: int, batch_size: int, device: torch.device
     return lambda: iter(loader)
 
 
-def measure(task_view, model, cfg, steps, device) -> float:
-    """Seconds per training step over `steps` steps (after one warm-up step)."""
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = ModelEma(model, cfg.ema_decay)
+def interleaved(views, models, cfg, steps, device) -> list[float]:
+    """Median seconds per training step of each path, steps alternating between paths.
+
+    Alternating (A, B, A, B, ...) makes both paths see the same machine load, which
+    matters on a shared CPU; the first step of each path is a warm-up and not timed.
+    """
+    state = []
+    for m in models:
+        opt = torch.optim.Adam(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        state.append((m, opt, ModelEma(m, cfg.ema_decay)))
     gen = torch.Generator().manual_seed(0)
-    warm = Limited(task_view.task, 1, task_view.batches)
-    _train_epoch(warm, model, opt, ema, cfg, 0, gen, _autocast(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    _train_epoch(task_view, model, opt, ema, cfg, 1, gen, _autocast(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+    times: list[list[float]] = [[] for _ in views]
+    for step in range(steps + 1):
+        for k, (view, (m, opt, ema)) in enumerate(zip(views, state, strict=True)):
+            t0 = time.perf_counter()
+            _train_epoch(view, m, opt, ema, cfg, step, gen, _autocast(device))  # one step, one sync
+            if step:
+                times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def _null():
@@ -144,13 +150,17 @@ def _autocast(device):
     )
 
 
-def data_only(batches, steps) -> float:
-    t0 = time.perf_counter()
-    for i, b in enumerate(batches()):
-        if i == steps:
-            break
-        b["labels"].sum().item()
-    return (time.perf_counter() - t0) / steps
+def data_only(sources, n) -> list[float]:
+    """Median seconds per batch of each batch source (alternating), data path only."""
+    iters = [src() for src in sources]
+    times: list[list[float]] = [[] for _ in sources]
+    for _ in range(n):
+        for k, it in enumerate(iters):
+            t0 = time.perf_counter()
+            b = next(it)
+            b["labels"].sum().item()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -175,14 +185,17 @@ def main() -> None:
     ours_batches = lambda: task.train_batches(epoch=0, generator=torch.Generator().manual_seed(0))  # noqa: E731
     base_batches = dataloader_batches(data, dc.max_len, cfg.batch_size, device)
 
-    torch.manual_seed(0)
-    model = task.build_model().to(device)
-    ours = measure(Limited(task, args.steps), model, cfg, args.steps, device)
-    torch.manual_seed(0)
-    model = task.build_model().to(device)
-    base = measure(Limited(task, args.steps, base_batches), model, cfg, args.steps, device)
-    ours_data = data_only(ours_batches, args.steps)
-    base_data = data_only(base_batches, args.steps)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(task.build_model().to(device))
+    ours, base = interleaved(
+        [Limited(task, 1), Limited(task, 1, base_batches)], models, cfg, args.steps, device
+    )
+    ours_data, base_data = data_only(
+        [ours_batches, base_batches], min(20, args.pool // cfg.batch_size)
+    )
+    model = models[0]
 
     model.eval()
     t0 = time.perf_counter()

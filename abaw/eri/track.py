@@ -110,7 +110,12 @@ class _DeviceFeature:
     def gather(self, samples: torch.Tensor) -> torch.Tensor:
         """(B, max_len, dim) steps of `samples`; one index_select on the device."""
         rows = self.index[samples]
-        return torch.index_select(self.values, 0, rows.flatten()).view(*rows.shape, self.dim)
+        if self.values.device.type == "cpu":
+            # NumPy's take is ~3x faster than index_select here (fresh large tensors page-fault).
+            out = torch.from_numpy(self.values.numpy().take(rows.numpy().ravel(), axis=0))
+        else:
+            out = torch.index_select(self.values, 0, rows.flatten())
+        return out.view(*rows.shape, self.dim)
 
 
 class EriTask:
