@@ -39,6 +39,8 @@ class Task(Protocol):
 
     track: str
     metric: str
+    notes: list[str]  # data-policy notes printed before training (e.g. dropped samples)
+    model_spec: dict[str, Any]  # plain values from which `Track.build_model` rebuilds the model
 
     def build_model(self) -> nn.Module:
         """A fresh model for this run's config (on CPU; the trainer moves it)."""
@@ -58,6 +60,10 @@ class Task(Protocol):
 
     def score(self, predictions: Predictions) -> Score:
         """The challenge metric of labelled predictions (devel)."""
+        ...
+
+    def summary(self, predictions: Predictions) -> list[Any]:
+        """Rich tables printed at the end of `abaw train` (per-emotion r; per-class F1 + confusion)."""
         ...
 
 
@@ -80,6 +86,10 @@ class Track(Protocol):
         self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
     ) -> Task:
         """Load the data set once and return a Task for the trainer."""
+        ...
+
+    def build_model(self, spec: dict[str, Any]) -> nn.Module:
+        """Rebuild a model from a checkpoint's `model_spec` (the caller loads the weights)."""
         ...
 
 

@@ -75,8 +75,8 @@ class Params:
 
     label_noise: float = 1.1  # std of the noise added to the intensity logits
     u_std: float = 1.5  # std of the nuisance u that hides z from either modality alone
-    visual_jitter: float = 1.6  # per-step noise on the visual observation of the latent
-    audio_jitter: float = 2.8  # per-step noise on the audio observation (audio is weaker)
+    visual_jitter: float = 0.5  # per-step noise on the visual observation of the latent
+    audio_jitter: float = 2.0  # per-step noise on the audio observation (audio is weaker)
     column_noise: float = 0.3  # per-column noise of each feature set
     d_gain: float = 1.5  # reaction size once switched on
     oracle_draws: int = 256  # Monte Carlo draws to integrate label noise out
