@@ -8,7 +8,6 @@ from torch import nn
 
 from abaw.eri.models import FusionConfig, LstmConfig, build_model, model_spec
 
-torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves on a shared CPU
 B, T, DA, DV = 6, 10, 12, 20
 
 

@@ -22,7 +22,6 @@ from abaw.predictions import Predictions
 from abaw.track import get_track
 from abaw.train import TrainConfig, fit
 
-torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves on a shared CPU
 CPU = torch.device("cpu")
 PAPER = {"DeepSpectrum": "audio", "PosterV2-ViT": "visual"}
 SMALL = {"eGeMAPS": "audio", "FAUs": "visual"}  # narrow feature sets: tiny data is learnable

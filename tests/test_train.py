@@ -16,7 +16,6 @@ from abaw.metrics import Score, mean_pearson
 from abaw.predictions import Predictions
 from abaw.train import FitResult, TrainConfig, TrainingDiverged, fit, resolve_device
 
-torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves on a shared CPU
 CPU = torch.device("cpu")
 
 
