@@ -28,7 +28,7 @@ import torch
 from abaw.expr.smoothing import smooth_predictions
 from abaw.expr.synth import write_expr
 from abaw.metrics import macro_f1
-from abaw.sweep import build_configs, load_sweep
+from abaw.sweep import build_configs, load_sweep, parse_overrides
 from abaw.track import get_track
 from abaw.train import fit
 
@@ -42,10 +42,6 @@ def _test_f1(pred, root: Path) -> float:
     for v in np.unique(pred.keys["video"]):
         sel = pred.keys["video"] == v
         path = root / ".oracle" / "test_labels" / f"{v}.npy"
-        if path.stat().st_size == 0:
-            # Early synth versions let np.save append ".npy" to the temporary name, leaving
-            # the labels in ".<video>.npy.<random>.tmp.npy" and an empty final file.
-            path = next(path.parent.glob(f".{v}.npy.*.tmp.npy"))
         lab = np.load(path, allow_pickle=False)
         labels[sel] = lab[pred.keys["frame"][sel] - 1]
     return macro_f1(labels, pred.values.argmax(1)).value
@@ -58,6 +54,14 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweeps", default=",".join(SWEEPS))
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every sweep, as `abaw train --set` (repeatable)",
+    )
     args = ap.parse_args()
     root = Path(args.data)
     if not (root / "oracle.json").is_file():
@@ -70,7 +74,11 @@ def main() -> None:
         sweep = load_sweep(ROOT / "sweeps" / f"{name}.toml")
         track = get_track(sweep.track)
         flat = sweep.resolve(
-            overrides={"train.epochs": args.epochs, "train.patience": args.patience}
+            overrides={
+                "train.epochs": args.epochs,
+                "train.patience": args.patience,
+                **parse_overrides(args.overrides),
+            }
         )
         configs = build_configs(flat, track.sections(sweep.model), where=name)
         t0 = time.perf_counter()
