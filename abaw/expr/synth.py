@@ -79,8 +79,8 @@ class GenParams:
     latent_dim: int = 24  # per-backbone latent space the class prototypes live in
     segment_median: float = 70.0  # median frames a latent class persists
     prior_concentration: float = 6.0  # Dirichlet concentration of per-video class mixtures
-    identity_sd: float = 0.2  # per-person offset in latent space (per dim)
-    slow_noise_sd: float = 0.2  # temporally smooth noise (per dim)
+    identity_sd: float = 0.1  # per-person offset in latent space (per dim)
+    slow_noise_sd: float = 0.1  # temporally smooth noise (per dim)
     slow_noise_frames: int = 25  # its smoothing window
     frame_noise_sd: float = 0.38  # independent per-frame noise in latent space (per dim)
     feature_noise_sd: float = 0.3  # independent noise in the full feature width
