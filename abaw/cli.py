@@ -38,6 +38,12 @@ def _storage(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _overrides(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def _args_synth(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the data set into")
@@ -90,14 +96,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
         help="sweep file (sweeps/*.toml); its [fixed] values are used",
     )
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set train.lr=3e-4 (repeatable)",
-    )
+    _overrides(p, "override a setting, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runs(p)
@@ -128,14 +127,7 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
     _storage(g)
     g.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
     _runs(g)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="pin a setting for every trial (removed from the search space)",
-    )
+    _overrides(p, "pin a setting for every trial (removed from the search space)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
