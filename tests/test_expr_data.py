@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +148,14 @@ def test_api_shapes_and_splits(tiny):
     np.testing.assert_array_equal(
         d.store.read_rows(idx), np.concatenate([d.store.read(i, i + 1) for i in idx])
     )
-    clone = pickle.loads(pickle.dumps(d.store))
-    np.testing.assert_array_equal(clone.read(10, 20), d.store.read(10, 20))
+    # The store can be handed to worker processes (e.g. DataLoader workers): it reopens its file there.
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        rows = pool.submit(_read_in_worker, d.store, 10, 20).result()
+    np.testing.assert_array_equal(rows, d.store.read(10, 20))
+
+
+def _read_in_worker(store, start: int, stop: int) -> np.ndarray:
+    return store.read(start, stop)
 
 
 def test_test_frame_order_preserved(tiny):
