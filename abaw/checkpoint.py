@@ -83,11 +83,8 @@ def rebuild_model(ckpt: dict[str, Any] | str | Path) -> nn.Module:
         ckpt = load_checkpoint(ckpt)
     spec = ckpt.get("model_spec")
     track = get_track(ckpt["track"])
-    build = getattr(track, "build_model", None)
-    if spec is None or build is None:
-        raise DataError(
-            "checkpoint", f"track {ckpt['track']!r} cannot rebuild models from checkpoints"
-        )
-    model = build(spec)
+    if spec is None:
+        raise DataError("checkpoint", "no model_spec stored, so the model cannot be rebuilt")
+    model = track.build_model(spec)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

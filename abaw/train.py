@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.table import Table
 from torch import nn
 
 from abaw.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
@@ -35,6 +34,7 @@ from abaw.ema import ModelEma
 from abaw.errors import AbawError, ConfigError
 from abaw.io import atomic_open, safe_name
 from abaw.metrics import Score
+from abaw.predictions import Predictions
 from abaw.track import Task
 
 __all__ = [
@@ -310,26 +310,10 @@ def _write_run(
         out_dir / "checkpoint.pt",
         result.model,
         track=task.track,
-        model_spec=getattr(task, "model_spec", None),
+        model_spec=task.model_spec,
         config=config,
         metrics={k: v for k, v in metrics.items() if k != "history"},
     )
-
-
-def _summary_tables(task, result: FitResult) -> list[Table]:
-    """The track's own tables when it has `summary`, else a generic per-column table."""
-    summary = getattr(task, "summary", None)
-    if summary is not None and result.predictions.get("devel") is not None:
-        from abaw.predictions import Predictions
-
-        return list(summary(Predictions.load(result.predictions["devel"])))
-    t = Table(title=f"devel {task.metric} per column (best epoch {result.best_epoch})")
-    t.add_column("column")
-    t.add_column(task.metric, justify="right")
-    for name, v in result.score.per_column.items():
-        t.add_row(name, f"{v:.4f}")
-    t.add_row("[bold]mean[/]", f"[bold]{result.best_score:.4f}[/]")
-    return [t]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -352,7 +336,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from None
     out_dir = Path(args.runs) / "train" / name
     task = track.prepare(Path(args.data), sweep.model, configs, device)
-    for note in getattr(task, "notes", []):
+    for note in task.notes:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"training {sweep.track}/{sweep.model} on {device} -> {out_dir}")
     config = {
@@ -366,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
     result = fit(
         task, configs["train"], device=device, seed=args.seed, out_dir=out_dir, config=config
     )
-    for table in _summary_tables(task, result):
+    for table in task.summary(Predictions.load(result.predictions["devel"])):
         console.print(table)
     console.print(
         f"best devel {task.metric} {result.best_score:.4f} at epoch {result.best_epoch} "

@@ -40,6 +40,7 @@ class ToyTask:
         self.calls = 0
         self.lr_blowup = lr_blowup
         self.model_spec = None
+        self.notes: list[str] = []
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
@@ -65,6 +66,9 @@ class ToyTask:
             ("y",),
             self.y[split].numpy() if split == "devel" else None,
         )
+
+    def summary(self, p):
+        return []
 
     def score(self, p):
         if self.scripted is not None:
