@@ -1,0 +1,159 @@
+"""Where a tuned trial's files are, for every stage after `abaw tune`.
+
+The one contract between the tuner and the stages that read its results
+(ensemble, report, demo). A study in any Optuna storage carries, in its user
+attributes, what it is (track, model, metric, sweep, data, artifact store); each
+kept trial carries the artifact IDs of its checkpoint and its devel and test
+predictions. So a worker on another machine, or the ensembler, finds everything
+through the storage URL alone (plus a shared artifact folder).
+
+Study user attributes (set by `abaw tune` when it creates the study):
+    abaw_track, abaw_model, abaw_metric   strings
+    abaw_sweep, abaw_data                 absolute paths (informational)
+    abaw_artifacts                        absolute path of the FileSystemArtifactStore root
+
+Trial user attributes:
+    abaw_kept            True while the trial is in the study's top-K and its files exist
+    abaw_checkpoint      artifact ID of checkpoint.pt          (kept trials)
+    abaw_predictions_devel, abaw_predictions_test   artifact IDs of the .npz files (kept trials)
+    abaw_best_epoch, abaw_epochs_run, abaw_seconds  numbers (completed trials)
+    abaw_fail_reason     one line (failed trials)
+
+An artifact ID is only ever written to a trial after its upload completed, so a
+recorded ID always points at a whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+from abaw.errors import AbawError, DataError
+from abaw.predictions import Predictions
+
+STUDY_TRACK = "abaw_track"
+STUDY_MODEL = "abaw_model"
+STUDY_METRIC = "abaw_metric"
+STUDY_SWEEP = "abaw_sweep"
+STUDY_DATA = "abaw_data"
+STUDY_ARTIFACTS = "abaw_artifacts"
+
+TRIAL_KEPT = "abaw_kept"
+TRIAL_CHECKPOINT = "abaw_checkpoint"
+TRIAL_BEST_EPOCH = "abaw_best_epoch"
+TRIAL_EPOCHS_RUN = "abaw_epochs_run"
+TRIAL_SECONDS = "abaw_seconds"
+TRIAL_FAIL_REASON = "abaw_fail_reason"
+
+SPLITS = ("devel", "test")
+
+
+def predictions_attr(split: str) -> str:
+    """The trial user attribute holding the artifact ID of `split`'s predictions."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return f"abaw_predictions_{split}"
+
+
+def default_artifacts_dir(runs: str | os.PathLike[str]) -> Path:
+    """The artifact store folder used when `--artifacts` is not given: `<runs>/artifacts`."""
+    return Path(runs) / "artifacts"
+
+
+def artifact_store(root: str | os.PathLike[str]) -> FileSystemArtifactStore:
+    """A file-system artifact store rooted at `root` (created if missing)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(root))
+
+
+def study_info(study: optuna.Study) -> dict[str, Any]:
+    """The abaw facts about a study (track, model, metric, ...), or {} for a foreign study."""
+    attrs = study.user_attrs
+    keys = (STUDY_TRACK, STUDY_MODEL, STUDY_METRIC, STUDY_SWEEP, STUDY_DATA, STUDY_ARTIFACTS)
+    return {k.removeprefix("abaw_"): attrs[k] for k in keys if k in attrs}
+
+
+def kept_trials(study: optuna.Study, k: int | None = None) -> list[FrozenTrial]:
+    """Completed trials whose files are kept, best first (ties: lower trial number first)."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(TRIAL_KEPT) and t.value is not None
+    ]
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    trials.sort(key=lambda t: (sign * float(t.value), t.number))
+    return trials if k is None else trials[:k]
+
+
+def _resolve_artifacts(study: optuna.Study, artifacts: str | os.PathLike[str] | None) -> Path:
+    if artifacts is not None:
+        return Path(artifacts)
+    recorded = study.user_attrs.get(STUDY_ARTIFACTS)
+    if not recorded:
+        raise AbawError(
+            f"study {study.study_name!r} records no artifact folder; pass --artifacts DIR"
+        )
+    return Path(recorded)
+
+
+def download_trial_file(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    attr: str,
+    dest: str | os.PathLike[str],
+    *,
+    artifacts: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Copy the artifact recorded under `trial.user_attrs[attr]` to `dest` (atomically)."""
+    artifact_id = trial.user_attrs.get(attr)
+    where = f"study {study.study_name!r}, trial {trial.number}"
+    if not artifact_id:
+        raise AbawError(f"{where}: no {attr.removeprefix('abaw_')} file is recorded (not kept?)")
+    root = _resolve_artifacts(study, artifacts)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    os.unlink(tmp)  # download_artifact refuses to overwrite
+    try:
+        download_artifact(
+            artifact_store=artifact_store(root), file_path=tmp, artifact_id=artifact_id
+        )
+        os.replace(tmp, dest)
+    except Exception as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(
+            root / artifact_id,
+            f"{where}: its {attr.removeprefix('abaw_')} artifact cannot be read",
+            found=f"{type(e).__name__}: {e}",
+        ) from None
+    return dest
+
+
+def trial_predictions(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    split: str,
+    *,
+    artifacts: str | os.PathLike[str] | None = None,
+) -> Predictions:
+    """A kept trial's predictions on `split` ("devel" or "test"), read from the artifact store."""
+    with tempfile.TemporaryDirectory(prefix="abaw-trial-") as tmp:
+        path = download_trial_file(
+            study,
+            trial,
+            predictions_attr(split),
+            Path(tmp) / f"predictions-{split}.npz",
+            artifacts=artifacts,
+        )
+        pred = Predictions.load(path)
+    pred.meta.setdefault("study", study.study_name)
+    pred.meta.setdefault("trial", trial.number)
+    return pred
