@@ -126,8 +126,8 @@ def inspect_expr(
         Section(
             "Frames a model needs that have no features, for some backbone (filled by the "
             "fill policy); the warnings count all frames of a split instead",
-            ["split", "frames counted", "count", "without features", "%"],
-            [[s, counted[s], b, a, 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
+            ["split", "without features", "of", "frames counted", "%"],
+            [[s, a, b, counted[s], 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
         )
     )
     rows = []
