@@ -143,7 +143,7 @@ def path_error(path: str | os.PathLike[str], expected: str) -> DataError | None:
 def os_error(path: str | os.PathLike[str], err: OSError, expected: str) -> DataError:
     """One DataError for an OSError raised while opening or reading `path`."""
     bad = path_error(path, expected)
-    if bad is not None:
+    if bad is not None and not (bad.found == "a directory" and "folder" in expected):
         return bad
     if isinstance(err, FileNotFoundError):
         return DataError(path, "file not found", expected=expected, found="nothing")

@@ -337,7 +337,14 @@ def feature_mapping(features: list[str] | dict[str, str]) -> dict[str, str]:
 def _listing(folder: Path) -> dict[str, os.stat_result]:
     """Stem -> stat of every regular `*.csv` file (links followed) of a feature folder."""
     with reading(folder, "a folder of feature CSVs"), os.scandir(folder) as it:
-        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and e.is_file()}
+        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and _is_file(e)}
+
+
+def _is_file(e: os.DirEntry) -> bool:
+    try:
+        return e.is_file()
+    except OSError:  # a symbolic link loop raises instead of answering
+        return False
 
 
 def _bad_entries(folder: Path) -> dict[str, DataError]:
@@ -346,7 +353,7 @@ def _bad_entries(folder: Path) -> dict[str, DataError]:
     out = {}
     with reading(folder, "a folder of feature CSVs"), os.scandir(folder) as it:
         for e in it:
-            if e.name.endswith(".csv") and not e.is_file():
+            if e.name.endswith(".csv") and not _is_file(e):
                 err = path_error(folder / e.name, "a feature CSV file")
                 if err is not None:
                     out[e.name[:-4]] = err

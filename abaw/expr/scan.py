@@ -566,8 +566,14 @@ def scan_layout(
     chosen = list(backbones) if backbones else present
     for b in chosen:
         if b not in present:
+            listed = ", ".join(f'"{x}"' for x in present)
             raise DataError(
-                fdir / b, "unknown backbone", expected="one of " + ", ".join(present), found=b
+                fdir / b,
+                "unknown backbone",
+                expected="one of " + ", ".join(present),
+                found=b,
+                hint=f"Fix: add --set 'data.backbones=[{listed}]' (or leave data.backbones out "
+                "for all), or copy the sweep file and edit its [data] backbones",
             )
     files: dict[tuple[str, str], FeatureFile] = {}
     dims: dict[str, int] = {}
