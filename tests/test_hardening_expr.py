@@ -286,9 +286,7 @@ def test_inspect_pair_split_across_sets_shows_each_member(tiny):
     base = left.stem[: -len("_left")]
     right = left.with_name(f"{base}_right.txt")
     right.unlink()
-    (tiny / TEST_VIDEO_LIST).write_text(
-        (tiny / TEST_VIDEO_LIST).read_text() + f"{base}_right\n"
-    )
+    (tiny / TEST_VIDEO_LIST).write_text((tiny / TEST_VIDEO_LIST).read_text() + f"{base}_right\n")
     with open(tiny / TEST_FRAME_LIST, "a") as fh:
         fh.write(f"{base}_right/00001.jpg,\n")
     rep = inspect_data(tiny, use_cache=False)
