@@ -386,6 +386,7 @@ def find_test_lists(
             else:
                 out.append(p)
             continue
+        kind = "frames" if what.endswith("frame list") else "videos"
         hits = [d / n for d in dirs for n in names if (d / n).is_file()]
         if len(hits) > 1:
             pr.add(
@@ -394,7 +395,8 @@ def find_test_lists(
                     f"more than one {what}",
                     expected="one",
                     found=", ".join(str(h) for h in hits),
-                    hint=f"Name the right one: --set data.test_{'frames' if what.endswith('frame list') else 'videos'}=PATH",
+                    hint=f"Name the right one: --set data.test_{kind}=PATH "
+                    f"(abaw inspect: --test-{kind} PATH)",
                 )
             )
         out.append(hits[0] if hits else None)
@@ -480,7 +482,8 @@ def no_test_list_warning(root: Path, test_videos: list[str], fpath: Path | None)
         f"NO TEST SET: {what} found in {root} (looked for {', '.join(TEST_FRAME_LISTS)} and "
         f"{', '.join(TEST_VIDEO_LISTS)} in the data root, its test* subfolders and the "
         "annotation folder). Test predictions will be EMPTY and cannot be submitted; name the "
-        "lists with --set data.test_frames=PATH (and data.test_videos=PATH)."
+        "lists with --set data.test_frames=PATH (and data.test_videos=PATH), or "
+        "`abaw inspect --test-frames PATH`."
     )
 
 
