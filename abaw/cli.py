@@ -84,6 +84,16 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     p.add_argument("--features", metavar="A,B", help="only these feature sets / backbones")
     p.add_argument(
+        "--test-frames",
+        metavar="FILE",
+        help="Expr: the test frame list (default: found by any edition's file name)",
+    )
+    p.add_argument(
+        "--test-videos",
+        metavar="FILE",
+        help="Expr: the test video list (default: found by any edition's file name)",
+    )
+    p.add_argument(
         "--no-cache", action="store_true", help="parse every file again, ignoring the cache"
     )
 
@@ -295,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run `abaw COMMAND --help` for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"abaw {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:
         p = sub.add_parser(
@@ -317,9 +330,19 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `abaw` console script."""
+    """Entry point of the `abaw` console script.
+
+    `--debug` goes before the command (`abaw --debug train ...`); after it is accepted too.
+    Without it, no traceback reaches the user: an AbawError prints its sentence, anything
+    else one line naming the exception and how to see the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:cut]
+    argv = [a for i, a in enumerate(argv) if a != "--debug" or i >= cut]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = debug
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -330,13 +353,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(fn(args) or 0)
     except AbawError as e:
-        from abaw.console import err_console
-
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        if debug:
+            raise
+        _print_error(str(e))
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the last resort: one line, not a traceback
+        if debug:
+            raise
+        where = ""
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = f" (in {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})"
+        _print_error(
+            f"unexpected {type(e).__name__}{where}: {e or 'no message'}. "
+            "This is a bug or an unhandled input; run with --debug for the traceback "
+            f"(abaw --debug {args._name} ...)."
+        )
+        return 1
+
+
+def _print_error(message: str) -> None:
+    """One `error:` line on stderr; the message is escaped (user data may hold [brackets])."""
+    from abaw.console import err_console, escape
+
+    err_console.print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

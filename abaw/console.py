@@ -1,10 +1,17 @@
-"""One rich console and progress-bar factory, so every command looks the same."""
+"""One rich console and progress-bar factory, so every command looks the same.
+
+On a terminal rich measures the width and wraps. Anywhere else (a log file, a pipe, a
+cluster job, a tune worker) nothing is wrapped: rich's default of 80 columns would split a
+run folder path over two lines and break grep. User data in messages goes through
+`rich.markup.escape` (see `escape`), or an ID like `[batch2/00030]` is eaten as markup.
+"""
 
 from __future__ import annotations
 
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,8 +24,25 @@ from rich.progress import (
 )
 from rich.text import Text
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+PLAIN_WIDTH = 4096  # columns when not on a terminal: tables lay out at their natural width
+
+__all__ = ["PLAIN_WIDTH", "console", "err_console", "escape", "make_console", "progress"]
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that wraps on a terminal and never elsewhere."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=PLAIN_WIDTH, soft_wrap=True)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class InfoColumn(ProgressColumn):

@@ -7,6 +7,7 @@ one that is wrong. The CLI catches `AbawError`, prints its message and exits 1.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from os import PathLike
 
 
@@ -28,6 +29,7 @@ class DataError(AbawError):
         column: column name or 1-based index, if known.
         expected: what the toolkit expected.
         found: what it found instead.
+        hint: how to fix it, as a sentence (appended after the message).
     """
 
     def __init__(
@@ -39,8 +41,10 @@ class DataError(AbawError):
         column: str | int | None = None,
         expected: object = None,
         found: object = None,
+        hint: str | None = None,
     ) -> None:
         self.path = str(path)
+        self.hint = hint
         self.problem = problem
         self.row = row
         self.column = column
@@ -66,8 +70,61 @@ class DataError(AbawError):
             details.append(f"found {self.found}")
         if details:
             msg += " (" + ", ".join(details) + ")"
-        return msg + "."
+        msg += "."
+        if self.hint:
+            msg += " " + self.hint.rstrip(".") + "."
+        return msg
+
+    def __reduce__(self):  # keyword fields: plain pickling would lose them (joblib workers)
+        return (
+            _rebuild_data_error,
+            (
+                self.path,
+                self.problem,
+                self.row,
+                self.column,
+                self.expected,
+                self.found,
+                self.hint,
+            ),
+        )
+
+
+def _rebuild_data_error(path, problem, row, column, expected, found, hint) -> DataError:
+    return DataError(
+        path, problem, row=row, column=column, expected=expected, found=found, hint=hint
+    )
 
 
 class SubmissionError(AbawError):
     """A submission file would be rejected by the challenge server."""
+
+
+def split_overlap(
+    items: Iterable[tuple[str, str, str]], *, path: str | PathLike[str], what: str = "sample"
+) -> DataError | None:
+    """One DataError naming every sample that two splits share, or None.
+
+    `items` are (key, split, shown name): the key is what identifies the underlying data
+    (an ERI feature-file stem, an Expr video name), the shown name how the user spells it.
+    Used by both tracks: train/devel overlap silently inflates every validation score.
+    """
+    seen: dict[str, dict[str, list[str]]] = {}
+    for key, split, shown in items:
+        seen.setdefault(key, {}).setdefault(split, []).append(shown)
+    shared = {k: v for k, v in seen.items() if len(v) > 1}
+    if not shared:
+        return None
+    shown = [
+        " / ".join(f"{n} ({s})" for s, names in v.items() for n in dict.fromkeys(names))
+        for v in shared.values()
+    ]
+    listing = "; ".join(shown[:10]) + (f"; ... ({len(shown)} in all)" if len(shown) > 10 else "")
+    return DataError(
+        path,
+        f"{len(shared)} {what}(s) in more than one split",
+        expected="train, devel and test disjoint",
+        found=listing,
+        hint="Each sample must belong to exactly one split (shared samples leak labels "
+        "into the validation score); fix the split table or remove the duplicate",
+    )

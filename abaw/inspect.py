@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from abaw.console import console
+from abaw.console import console, escape
 
 
 @dataclass
@@ -38,23 +38,28 @@ class InspectReport:
 
     def render(self) -> None:
         """Print the report as rich tables."""
-        head = Table(title=f"{self.track.upper()} data at {self.root}", show_header=False)
+        # Everything from the data (paths, IDs like [batch2/00030]) is escaped: rich would
+        # take square brackets for markup and drop them.
+        head = Table(title=escape(f"{self.track.upper()} data at {self.root}"), show_header=False)
         head.add_column("what", style="bold")
         head.add_column("value")
         for k, v in self.summary.items():
-            head.add_row(str(k), str(v))
-        console.print(head)
+            head.add_row(escape(str(k)), escape(str(v)))
+        if self.summary:  # (an empty headerless table would span the whole console)
+            console.print(head)
+        else:
+            console.print(escape(f"{self.track.upper()} data at {self.root}"))
         for sec in self.sections:
-            t = Table(title=sec.title)
+            t = Table(title=escape(sec.title))
             for c in sec.columns:
-                t.add_column(c)
+                t.add_column(escape(c))
             for row in sec.rows:
-                t.add_row(*[_fmt(x) for x in row])
+                t.add_row(*[escape(_fmt(x)) for x in row])
             console.print(t)
         for w in self.warnings:
-            console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
         for p in self.problems:
-            console.print(f"[bold red]problem:[/] {p}", soft_wrap=True)
+            console.print(f"[bold red]problem:[/] {escape(p)}", soft_wrap=True)
         if not self.problems:
             console.print("[green]No problems found.[/]")
 
@@ -69,8 +74,14 @@ def main(args: argparse.Namespace) -> int:
     """CLI: render the track's inspection; exit 1 when problems were found."""
     module = importlib.import_module(f"abaw.{args.track}.data")
     features = [f.strip() for f in args.features.split(",")] if args.features else None
+    extra = {}
+    if args.track == "expr":
+        extra = {
+            "test_frames": getattr(args, "test_frames", None),
+            "test_videos": getattr(args, "test_videos", None),
+        }
     report: InspectReport = module.inspect_data(
-        Path(args.data), features=features, use_cache=not args.no_cache
+        Path(args.data), features=features, use_cache=not args.no_cache, **extra
     )
     report.render()
     return 1 if report.problems else 0

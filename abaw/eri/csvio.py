@@ -8,6 +8,7 @@ value, does a slow line-by-line pass find the exact line and column to report.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import warnings
@@ -19,6 +20,7 @@ from joblib import Parallel, delayed
 from abaw.console import progress
 from abaw.eri import MODALITIES
 from abaw.errors import ConfigError, DataError
+from abaw.io import UTF8_HINT, decode_error, os_error, path_error, reading
 
 N_META = 2  # leading metadata columns of every feature CSV (e.g. id and timestamp)
 KNOWN_MODALITIES: dict[str, str] = {
@@ -39,36 +41,51 @@ def _report(problems: list[DataError] | None, err: DataError) -> None:
     problems.append(err)
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def read_feature_csv(path: Path) -> np.ndarray:
-    """Values of one feature CSV as a (steps, width) float32 array; DataError when malformed."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
-        ncols = header.count(",") + 1
-        if not header.strip():
-            raise DataError(
-                path,
-                "empty feature file",
-                expected="a header line and rows of values",
-                found="an empty file",
+    """Values of one feature CSV as a (steps, width) float32 array; DataError when malformed.
+
+    Read as UTF-8 with replacement: only the values are used, and a stray byte in a
+    metadata column (a spreadsheet's encoding) is harmless; one in a value is reported as
+    a non-numeric value with its line and column.
+    """
+    with reading(path, "a feature CSV"), open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    header, _, body = text.partition("\n")
+    ncols = header.count(",") + 1
+    if not header.strip():
+        raise DataError(
+            path,
+            "empty feature file",
+            expected="a header line and rows of values",
+            found="an empty file",
+        )
+    if ncols <= N_META:
+        raise DataError(
+            path,
+            "too few columns in the header",
+            row=1,
+            expected=f"{N_META} metadata columns then feature values",
+            found=f"{ncols} column(s)",
+        )
+    body = body.rstrip("\r\n")
+    nrows = body.count("\n") + 1 if body else 0
+    if body.count(",") != (ncols - 1) * nrows:  # a long or short row, or a blank line
+        raise diagnose_feature_csv(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": checked below
+            values = np.loadtxt(
+                io.StringIO(body),
+                delimiter=",",
+                usecols=range(N_META, ncols),
+                dtype=np.float32,
+                ndmin=2,
             )
-        if ncols <= N_META:
-            raise DataError(
-                path,
-                "too few columns in the header",
-                row=1,
-                expected=f"{N_META} metadata columns then feature values",
-                found=f"{ncols} column(s)",
-            )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", UserWarning
-                )  # "input contained no data": checked below
-                values = np.loadtxt(
-                    fh, delimiter=",", usecols=range(N_META, ncols), dtype=np.float32, ndmin=2
-                )
-        except ValueError:
-            values = None
+    except ValueError:
+        values = None
     if values is None or not np.isfinite(values).all():
         raise diagnose_feature_csv(path)
     if values.shape[0] == 0:
@@ -83,7 +100,7 @@ def read_feature_csv(path: Path) -> np.ndarray:
 
 def diagnose_feature_csv(path: Path) -> DataError:
     """The first problem of a feature CSV that the fast parser rejected, with line and column."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with reading(path, "a feature CSV"), open(path, encoding="utf-8", errors="replace") as fh:
         lines = fh.read().split("\n")
     ncols = lines[0].count(",") + 1
     for lineno, line in enumerate(lines[1:], start=2):
@@ -127,6 +144,15 @@ def diagnose_feature_csv(path: Path) -> DataError:
                     expected="a finite number",
                     found=cell.strip(),
                 )
+            if abs(v) > _F32_MAX:
+                return DataError(
+                    path,
+                    "value too large for float32",
+                    row=lineno,
+                    column=col,
+                    expected=f"a number within +-{_F32_MAX:.4g}",
+                    found=cell.strip(),
+                )
     return DataError(
         path,
         "unreadable feature file",
@@ -136,17 +162,53 @@ def diagnose_feature_csv(path: Path) -> DataError:
 
 
 def read_table(
-    path: Path, expected_header: list[str], *, prefix_only: bool = False
+    path: Path,
+    expected_header: list[str],
+    *,
+    prefix_only: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a small CSV table (labels, partition, data_info); checks header and field counts.
+
+    The table must be UTF-8, except that with `prefix_only` the columns after the expected
+    ones (metadata such as Country, never needed) may hold other bytes: they are read with
+    replacement characters and a note (appended to `notes`) says so.
 
     Args:
         expected_header: the exact column names (or the leading ones if prefix_only).
     """
+    bad = path_error(path, "a CSV file")
+    if bad is not None:
+        raise bad
     if not path.is_file():
         raise DataError(path, "file not found", expected="a CSV file", found="nothing")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh))
+    with reading(path, "a CSV file"):
+        raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig", errors="replace"))))
+        n_req = len(expected_header)
+        bad_req = any("\ufffd" in c for r in rows for c in r[:n_req])
+        if not prefix_only or bad_req or not rows or "\ufffd" in ",".join(rows[0]):
+            raise decode_error(path)
+        where = sorted(
+            {
+                rows[0][j]
+                for r in rows[1:]
+                for j, c in enumerate(r)
+                if "\ufffd" in c and j < len(rows[0])
+            }
+        )
+        if notes is not None:
+            notes.append(
+                f"{path}: not UTF-8 in column(s) {', '.join(where)}, which the loader does not "
+                f"need; read with replacement characters ({decode_error(path).found}). {UTF8_HINT}."
+            )
+    else:
+        rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         raise DataError(
             path, "empty file", row=1, expected=",".join(expected_header), found="no header"
@@ -222,11 +284,7 @@ def resolve_features(
     found = sorted(d.name for d in feat_root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if features is None:
         features = [f for f in found if f in KNOWN_MODALITIES]
-    mapping = (
-        dict(features)
-        if isinstance(features, dict)
-        else {f: KNOWN_MODALITIES.get(f, "") for f in features}
-    )
+    mapping = feature_mapping(features)
     if not mapping:
         raise ConfigError(
             f"no feature sets chosen; feature folders in {feat_root}: {', '.join(found) or 'none'}"
@@ -238,6 +296,7 @@ def resolve_features(
                 f"feature set {name!r} not found",
                 expected=f"one of the folders in {feat_root}",
                 found=", ".join(found) or "no folders",
+                hint=features_fix(found),
             )
         if not modality:
             raise ConfigError(
@@ -251,9 +310,54 @@ def resolve_features(
     return mapping
 
 
+def _toml_key(name: str) -> str:
+    return name if name and all(c.isalnum() or c in "-_" for c in name) else f'"{name}"'
+
+
+def features_fix(found: list[str]) -> str:
+    """How to point a sweep at the feature sets a data set has (for error messages)."""
+    known = {f: KNOWN_MODALITIES[f] for f in found if f in KNOWN_MODALITIES}
+    pick = known or {f: "audio|visual" for f in found[:2]}
+    if not pick:
+        return "Extract features into <features folder>/<FeatureName>/<id>.csv first"
+    table = ", ".join(f'{_toml_key(k)}="{v}"' for k, v in pick.items())
+    return (
+        f"Fix: add --set 'data.features={{{table}}}' (or data.features = [...] of known names), "
+        "or copy the sweep file and edit its [data] features"
+    )
+
+
+def feature_mapping(features: list[str] | dict[str, str]) -> dict[str, str]:
+    """Name -> modality; a list takes each modality from KNOWN_MODALITIES ("" if unknown)."""
+    if isinstance(features, dict):
+        return dict(features)
+    return {f: KNOWN_MODALITIES.get(f, "") for f in features}
+
+
 def _listing(folder: Path) -> dict[str, os.stat_result]:
-    with os.scandir(folder) as it:
-        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and e.is_file()}
+    """Stem -> stat of every regular `*.csv` file (links followed) of a feature folder."""
+    with reading(folder, "a folder of feature CSVs"), os.scandir(folder) as it:
+        return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and _is_file(e)}
+
+
+def _is_file(e: os.DirEntry) -> bool:
+    try:
+        return e.is_file()
+    except OSError:  # a symbolic link loop raises instead of answering
+        return False
+
+
+def _bad_entries(folder: Path) -> dict[str, DataError]:
+    """Stem -> DataError for `*.csv` entries that are not readable files (a directory, a
+    dangling link, a link loop): named, instead of the sample looking like it has no file."""
+    out = {}
+    with reading(folder, "a folder of feature CSVs"), os.scandir(folder) as it:
+        for e in it:
+            if e.name.endswith(".csv") and not _is_file(e):
+                err = path_error(folder / e.name, "a feature CSV file")
+                if err is not None:
+                    out[e.name[:-4]] = err
+    return out
 
 
 def _parse_batch(paths: list[Path]) -> list[np.ndarray | tuple]:
@@ -261,12 +365,11 @@ def _parse_batch(paths: list[Path]) -> list[np.ndarray | tuple]:
     for p in paths:
         try:
             out.append(read_feature_csv(p))
-        except (
-            DataError
-        ) as e:  # sent back as plain data: exceptions with keyword fields do not pickle
-            out.append((e.path, e.problem, e.row, e.column, e.expected, e.found))
-        except OSError as e:  # vanished or unreadable between listing and parsing
-            out.append((str(p), "cannot read the file", None, None, None, e.strerror))
+        except DataError as e:  # sent back as plain data: cheap to pickle
+            out.append((e.path, e.problem, e.row, e.column, e.expected, e.found, e.hint))
+        except OSError as e:  # unreadable, or vanished between listing and parsing
+            e = os_error(p, e, "a feature CSV file")
+            out.append((e.path, e.problem, e.row, e.column, e.expected, e.found, e.hint))
     return out
 
 
@@ -282,6 +385,10 @@ def parse_feature_set(
     """Parse every present file of one feature set; returns (values, offsets) in `ids` order."""
     listing = _listing(folder)
     stems = [file_stem(i) for i in ids]
+    bad = _bad_entries(folder)
+    for s in dict.fromkeys(stems):
+        if s in bad:
+            _report(problems, bad[s])
     present = [k for k, s in enumerate(stems) if s in listing]
     paths = [folder / f"{stems[k]}.csv" for k in present]
     batches = [paths[i : i + _BATCH] for i in range(0, len(paths), _BATCH)]
@@ -298,9 +405,10 @@ def parse_feature_set(
         ):
             for path, arr in zip(batch, result, strict=True):
                 if isinstance(arr, tuple):
-                    p, prob, row, col, exp, fnd = arr
+                    p, prob, row, col, exp, fnd, hint = arr
                     _report(
-                        problems, DataError(p, prob, row=row, column=col, expected=exp, found=fnd)
+                        problems,
+                        DataError(p, prob, row=row, column=col, expected=exp, found=fnd, hint=hint),
                     )
                 else:
                     first = widths.setdefault(arr.shape[1], (0, path))

@@ -12,7 +12,6 @@ See docs/data-eri.md for the policies (missing modality, standardisation).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -30,9 +29,9 @@ from abaw.eri.csvio import (
     parse_feature_set,
     resolve_features,
 )
-from abaw.eri.tables import SPLITS, detect_layout, read_tables
+from abaw.eri.tables import SPLITS, detect_layout, find_eri_root, read_tables
 from abaw.errors import AbawError, DataError
-from abaw.io import atomic_open, atomic_path, cache_dir_for
+from abaw.io import atomic_open, atomic_path, cache_dir_for, cache_key, remove_stale_tmp
 
 LOADER_VERSION = 1  # bump when parsing or cached content changes: invalidates every cache
 __all__ = [
@@ -140,13 +139,12 @@ def standardize_(fs: FeatureSet, split: np.ndarray, *, block: int = 8192) -> Non
 def _cache_key(
     folder: Path, ids: np.ndarray, split: np.ndarray, modality: str, standardize: bool
 ) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([LOADER_VERSION, folder.name, modality, standardize]).encode())
-    h.update("\n".join(ids).encode())
-    h.update("\n".join(split).encode())
-    for stem, st in sorted(_listing(folder).items()):
-        h.update(f"{stem}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
+    """abaw.io.cache_key over settings, IDs, splits and every CSV's stat (with inode, ctime)."""
+    return cache_key(
+        [LOADER_VERSION, folder.name, modality, standardize],
+        _listing(folder).items(),
+        ["\n".join(ids), "\n".join(split)],
+    )
 
 
 def _cache_load(entry: Path, key: str) -> FeatureSet | None:
@@ -248,13 +246,17 @@ def load_eri(
     Raises:
         DataError / ConfigError: the first problem found (`abaw inspect` lists them all).
     """
-    root = Path(root)
+    root, note = find_eri_root(Path(root))
+    notes = [note] if note else []
     layout = detect_layout(root)
-    ids, split, labels, meta = read_tables(root, layout)
+    ids, split, labels, meta = read_tables(root, layout, notes=notes)
     feat_root = find_feature_root(root, layout)
     mapping = resolve_features(feat_root, features)
     feats: dict[str, FeatureSet] = {}
     cache = cache_dir_for(root, "eri")
+    if use_cache:
+        with contextlib.suppress(OSError):
+            remove_stale_tmp(cache)
     for name, modality in mapping.items():
         folder = feat_root / name
         key = _cache_key(folder, ids, split, modality, standardize) if use_cache else ""
@@ -271,7 +273,7 @@ def load_eri(
                 with contextlib.suppress(OSError):
                     _cache_save(cache, key, fs)
         feats[name] = fs
-    warnings = _missing_notes(ids, split, feats)
+    warnings = notes + _missing_notes(ids, split, feats)
     return EriData(root, layout, ids, split, labels, feats, meta, [], warnings)
 
 
@@ -279,16 +281,18 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
     """Everything `abaw inspect --track eri` shows: counts, feature sets, missing modalities, every problem."""
     from abaw.inspect import InspectReport, Section
 
-    root = Path(root)
+    root, note = find_eri_root(Path(root))
     rep = InspectReport("eri", root)
     problems: list[DataError] = []
+    if note:
+        rep.warnings.append(note)
     try:
         layout = detect_layout(root)
         rep.summary["layout"] = {
             "muse": "A (MuSe-2022: labels.csv + partition.csv)",
             "abaw5": "B (ABAW5: data_info.csv)",
         }[layout]
-        ids, split, labels, meta = read_tables(root, layout, problems)
+        ids, split, labels, meta = read_tables(root, layout, problems, notes=rep.warnings)
         feat_root = find_feature_root(root, layout)
         rep.summary["features folder"] = str(feat_root)
         mapping = resolve_features(feat_root, features)

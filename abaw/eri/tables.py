@@ -12,11 +12,29 @@ import numpy as np
 import pandas as pd
 
 from abaw.eri import EMOTIONS
-from abaw.eri.csvio import _report, check_id, read_table
-from abaw.errors import DataError
+from abaw.eri.csvio import _report, check_id, file_stem, read_table
+from abaw.errors import DataError, split_overlap
+from abaw.io import find_data_root
 
 SPLITS = ("train", "devel", "test")
 _ABAW5_SPLITS = {"Train": "train", "Val": "devel", "Test": "test"}
+
+
+def _has_tables(d: Path) -> bool:
+    return (d / "data_info.csv").is_file() or (d / "labels.csv").is_file()
+
+
+def find_eri_root(root: Path) -> tuple[Path, str | None]:
+    """The folder holding the ERI tables: `root`, or its one subfolder that does.
+
+    The MuSe release unpacks into `c2_muse_reaction/`; a user pointing `--data` at the
+    folder above it gets that subfolder, and a note saying so.
+    """
+    root = Path(root)
+    found, cands = find_data_root(root, _has_tables)
+    if found != root:
+        return found, f"{root} holds no ERI tables; using its subfolder {found.name}/, which does."
+    return root, None
 
 
 def detect_layout(root: Path) -> str:
@@ -35,18 +53,28 @@ def detect_layout(root: Path) -> str:
                     found="only the other one",
                 )
         return "muse"
+    _, cands = find_data_root(root, _has_tables)
     raise DataError(
         root,
         "no ERI table found",
         expected="data_info.csv (ABAW5) or labels.csv + partition.csv (MuSe)",
-        found="neither",
+        found="neither"
+        + (f"; subfolders that have them: {', '.join(c.name for c in cands)}" if cands else ""),
+        hint="Point --data at one of those subfolders" if cands else None,
     )
 
 
-def read_tables(root: Path, layout: str, problems: list[DataError] | None = None):
+def read_tables(
+    root: Path,
+    layout: str,
+    problems: list[DataError] | None = None,
+    *,
+    notes: list[str] | None = None,
+):
     """IDs, splits, labels and metadata from the layout's tables.
 
-    Returns (ids, split, labels, meta, line_of) where line_of maps an ID to (file, line).
+    Returns (ids, split, labels, meta). `notes` collects what was handled by policy
+    (e.g. non-UTF-8 bytes in an unused metadata column).
     """
     if layout == "muse":
         lab_path, part_path = root / "labels.csv", root / "partition.csv"
@@ -117,7 +145,9 @@ def read_tables(root: Path, layout: str, problems: list[DataError] | None = None
         table = lab_path
     else:
         table = root / "data_info.csv"
-        header, rows = read_table(table, ["File_ID", "Split", *EMOTIONS], prefix_only=True)
+        header, rows = read_table(
+            table, ["File_ID", "Split", *EMOTIONS], prefix_only=True, notes=notes
+        )
         _check_ids(table, rows, problems)
         ids, split, raw, lines, extra = [], [], [], [], []
         for lineno, row in enumerate(rows, start=2):
@@ -144,7 +174,32 @@ def read_tables(root: Path, layout: str, problems: list[DataError] | None = None
         if meta is not None and "Age" in meta:
             meta["Age"] = pd.to_numeric(meta["Age"], errors="coerce")
     labels = _parse_labels(table, raw, split, lines, problems)
+    _check_one_file_per_id(table, ids, split, lines, problems)
     return np.array(ids, dtype=str), np.array(split, dtype=str), labels, meta
+
+
+def _check_one_file_per_id(table: Path, ids, split, lines, problems) -> None:
+    """Two spellings of one ID (`[00030]` and `00030`) read the same feature file: across
+    splits that is leakage (the shared split-overlap check), within one a duplicate."""
+    err = split_overlap(((file_stem(i), s, i) for i, s in zip(ids, split, strict=True)), path=table)
+    if err is not None:
+        _report(problems, err)
+    first: dict[tuple[str, str], tuple[str, int]] = {}
+    for i, s, ln in zip(ids, split, lines, strict=True):
+        k = (file_stem(i), s)
+        if k in first and first[k][0] != i:
+            _report(
+                problems,
+                DataError(
+                    table,
+                    "two IDs name the same feature file",
+                    row=ln,
+                    column="File_ID",
+                    expected=f"one ID per file {k[0]}.csv (line {first[k][1]} has {first[k][0]!r})",
+                    found=repr(i),
+                ),
+            )
+        first.setdefault(k, (i, ln))
 
 
 def _check_ids(table: Path, rows: list[list[str]], problems: list[DataError] | None) -> None:

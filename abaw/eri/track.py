@@ -42,9 +42,9 @@ def _paper_features() -> dict[str, str]:
 class EriDataConfig:
     """Which features to load and how to shape them for the model."""
 
-    features: dict[str, str] = field(
+    features: dict[str, str] | list[str] = field(
         default_factory=_paper_features
-    )  # feature set -> "audio" | "visual"
+    )  # feature set -> "audio" | "visual"; or a list of known names (modality implied)
     max_len: int = 30  # steps per sample after cutting / zero-padding
     cut: Literal["first", "even"] = (
         "first"  # longer sequences: first max_len steps, or evenly spread steps
@@ -56,6 +56,17 @@ class EriDataConfig:
     def __post_init__(self) -> None:
         if not self.features:
             raise ValueError("data.features is empty; name at least one feature set")
+        if not isinstance(self.features, dict):
+            from abaw.eri.csvio import KNOWN_MODALITIES, feature_mapping
+
+            self.features = feature_mapping(list(self.features))
+            unknown = [f for f, m in self.features.items() if not m]
+            if unknown:
+                raise ValueError(
+                    f"data.features: {unknown} have no known modality (known: "
+                    f"{', '.join(KNOWN_MODALITIES)}); use a table, e.g. "
+                    f'data.features = {{{unknown[0]} = "visual"}}'
+                )
         for name, modality in self.features.items():
             if modality not in MODALITIES:
                 raise ValueError(

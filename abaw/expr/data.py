@@ -9,6 +9,7 @@ See docs/data-expr.md for the layout, fill policy and cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -20,10 +21,18 @@ import numpy as np
 from abaw.console import progress
 from abaw.errors import ConfigError, DataError
 from abaw.expr.layout import CLASSES, FEATURES_DIR, NUM_CLASSES
-from abaw.expr.scan import Layout, Problems, read_features, scan_layout
+from abaw.expr.scan import (
+    Layout,
+    Problems,
+    find_expr_root,
+    find_test_lists,
+    read_features,
+    scan_layout,
+    short_features_warning,
+)
 from abaw.expr.store import ColumnStats, FeatureStore, StoreWriter, fill_rows
 from abaw.inspect import InspectReport
-from abaw.io import atomic_open, atomic_path, cache_dir_for
+from abaw.io import atomic_open, atomic_path, cache_dir_for, cache_key, remove_stale_tmp
 
 LOADER_VERSION = 1  # bump when the store's content would change for the same inputs
 FILL_POLICIES = ("nearest", "previous", "zero")
@@ -81,29 +90,45 @@ class ExprData:
 
 
 def _cache_key(layout_inputs: list[Path], backbones: list[str], fill: str) -> str:
-    h = hashlib.sha1()
-    h.update(json.dumps({"v": LOADER_VERSION, "backbones": backbones, "fill": fill}).encode())
-    for p in sorted(layout_inputs):
-        st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    """abaw.io.cache_key over settings and every input's stat (size, mtime, inode, ctime)."""
+    return cache_key(
+        {"v": LOADER_VERSION, "backbones": backbones, "fill": fill},
+        ((str(p), p.stat()) for p in layout_inputs),
+    )
 
 
-def _quick_inputs(root: Path, backbones: list[str] | None) -> tuple[list[Path], list[str]] | None:
-    """All files a store depends on, found by listing folders only (no parsing)."""
-    from abaw.expr.layout import ANNOTATION_DIRS, SPLIT_DIRS, TEST_FRAME_LIST, TEST_VIDEO_LIST
+def _quick_inputs(
+    root: Path,
+    backbones: list[str] | None,
+    test_frames: str | Path | None = None,
+    test_videos: str | Path | None = None,
+) -> tuple[list[Path], list[str]] | None:
+    """All files a store depends on, found by listing folders only (no parsing).
+
+    Backbones come back sorted: the store holds them in that order, so one store serves
+    every order a sweep lists them in.
+    """
+    from abaw.expr.layout import ANNOTATION_DIRS, SPLIT_DIRS
 
     ann = next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()), None)
     fdir = root / FEATURES_DIR
     if ann is None or not fdir.is_dir():
         return None
     present = sorted(p.name for p in fdir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    chosen = list(backbones) if backbones else present
+    chosen = sorted(set(backbones)) if backbones else present
     if any(b not in present for b in chosen):
         return None
-    files = [p for s in SPLIT_DIRS.values() for p in (ann / s).glob("*.txt")]
-    files += [root / f for f in (TEST_VIDEO_LIST, TEST_FRAME_LIST) if (root / f).is_file()]
-    files += [p for b in chosen for p in (fdir / b).iterdir() if p.suffix in (".npy", ".csv")]
+    pr = Problems(collect=True)
+    lists = find_test_lists(root, test_frames, test_videos, pr)
+    if pr.errors:
+        return None
+    try:
+        files = [p for s in SPLIT_DIRS.values() for p in (ann / s).glob("*.txt")]
+        files += [p for p in lists if p is not None]
+        files += [p for b in chosen for p in (fdir / b).iterdir() if p.suffix in (".npy", ".csv")]
+        files = [p for p in files if p.is_file()]
+    except OSError:
+        return None
     return files, chosen
 
 
@@ -114,37 +139,50 @@ def load_expr(
     use_cache: bool = True,
     fill: str = "nearest",
     show_progress: bool | None = None,
+    test_frames: str | Path | None = None,
+    test_videos: str | Path | None = None,
 ) -> ExprData:
     """Load an Expr data set (building its feature store on first use).
 
     Args:
         root: folder holding EXPR_Classification_Challenge/ (or EXPR_Recognition_Challenge/),
             features/<Backbone>/ and the test lists.
-        backbones: backbones to concatenate, in this order (default: all found, sorted).
-        use_cache: reuse a store whose inputs (paths, sizes, mtimes), backbones, fill and loader
-            version match; False rebuilds it.
+        backbones: backbones to load (default: all found). The store holds them sorted by
+            name whatever the order given (`ExprData.backbone_columns` finds each), so every
+            order shares one store.
+        use_cache: reuse a store whose inputs (paths, sizes, mtimes, inodes, ctimes),
+            backbones, fill and loader version match; False rebuilds it.
         fill: how frames without features are filled: "nearest", "previous" or "zero".
         show_progress: force the progress bar on/off (default: when stderr is a terminal).
+        test_frames, test_videos: the test frame list and test video list (relative to root
+            unless absolute); default: found by any edition's file name (find_test_lists).
     """
     if fill not in FILL_POLICIES:
         raise ConfigError(f"fill must be one of {FILL_POLICIES}, got {fill!r}")
-    root = Path(root)
-    quick = _quick_inputs(root, backbones)
-    tag = hashlib.sha1(json.dumps([backbones or "all", fill]).encode()).hexdigest()[:10]
-    cdir = cache_dir_for(root, "expr") / tag
+    root, note = find_expr_root(Path(root))
+    lists = {"test_frames": test_frames, "test_videos": test_videos}
+    quick = _quick_inputs(root, backbones, **lists)
+    chosen = quick[1] if quick else sorted(set(backbones or []))
+    tag = hashlib.sha1(json.dumps([chosen or "all", fill]).encode()).hexdigest()[:10]
+    cache_root = cache_dir_for(root, "expr")
+    with contextlib.suppress(OSError):
+        remove_stale_tmp(cache_root)
+    cdir = cache_root / tag
+    data = None
     if use_cache and quick is not None:
         key = _cache_key(quick[0], quick[1], fill)
         data = _open_cached(root, cdir, key)
-        if data is not None:
-            return data
-    pr = Problems(collect=False)
-    layout = scan_layout(root, backbones, pr)
-    quick = _quick_inputs(root, layout.backbones)
-    assert quick is not None, "scan_layout accepted the layout"
-    key = _cache_key(quick[0], quick[1], fill)
-    _build(layout, cdir, key, fill, pr, show_progress)
-    data = _open_cached(root, cdir, key)
-    assert data is not None, "store just built must open"
+    if data is None:
+        pr = Problems(collect=False)
+        layout = scan_layout(root, chosen or None, pr, **lists)
+        quick = _quick_inputs(root, layout.backbones, **lists)
+        assert quick is not None, "scan_layout accepted the layout"
+        key = _cache_key(quick[0], quick[1], fill)
+        _build(layout, cdir, key, fill, pr, show_progress)
+        data = _open_cached(root, cdir, key)
+        assert data is not None, "store just built must open"
+    if note:
+        data.warnings.insert(0, note)
     return data
 
 
@@ -223,8 +261,13 @@ def _build(
                     blocks = []
                     for b in layout.backbones:
                         ff = layout.files[(b, name)]
+                        was_known = ff.rows is not None
                         x = read_features(ff, n, annotated=annotated)
                         extra_rows += int(annotated and ff.rows is not None and ff.rows > n)
+                        if annotated and not was_known:  # csv: its length is known only now
+                            short = short_features_warning(ff, n)
+                            if short:
+                                pr.warnings.append(short)
                         valid = ~np.isnan(x).any(axis=1)
                         if not valid.any():
                             empty.append(f"{ff.path}")
@@ -236,7 +279,7 @@ def _build(
                     bar.advance(t2)
             finally:
                 writer.close()
-    warnings = list(pr.warnings)
+    warnings = list(dict.fromkeys(pr.warnings))
     if extra_rows:
         warnings.append(
             f"{extra_rows} feature files have a few rows beyond their annotation "
@@ -258,8 +301,9 @@ def _build(
         miss = int((~has_face[rows]).sum())
         if miss:
             warnings.append(
-                f"{s}: {miss} of {len(rows)} frames ({100 * miss / max(1, len(rows)):.1f}%) have no "
-                f"features for some backbone; filled by policy {fill!r}."
+                f"{s}: {miss} of all {len(rows)} frames of the split (annotated or not; "
+                f"{100 * miss / max(1, len(rows)):.1f}%) have no features for some backbone; "
+                f"filled by policy {fill!r}."
             )
     arrays = {
         "offsets": offsets,
@@ -296,12 +340,23 @@ def clear_cache(root: str | Path) -> None:
 
 
 def inspect_data(
-    root: Path, *, features: list[str] | None = None, use_cache: bool = True
+    root: Path,
+    *,
+    features: list[str] | None = None,
+    use_cache: bool = True,
+    test_frames: str | Path | None = None,
+    test_videos: str | Path | None = None,
 ) -> InspectReport:
     """What `load_expr` would find in `root`, and every problem (not only the first)."""
     from abaw.expr.inspection import inspect_expr
 
-    return inspect_expr(Path(root), features=features, use_cache=use_cache)
+    return inspect_expr(
+        Path(root),
+        features=features,
+        use_cache=use_cache,
+        test_frames=test_frames,
+        test_videos=test_videos,
+    )
 
 
 __all__ = [

@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from abaw.errors import DataError
-from abaw.expr.layout import CLASSES, NUM_CLASSES, TEST_FRAME_LIST
-from abaw.expr.scan import Layout, Problems, read_features, scan_layout
+from abaw.expr.layout import CLASSES, NUM_CLASSES
+from abaw.expr.scan import (
+    Layout,
+    Problems,
+    find_expr_root,
+    no_test_list_warning,
+    read_features,
+    scan_layout,
+)
 from abaw.inspect import InspectReport, Section
 
 _SPLITS = ("train", "devel", "test")
@@ -51,15 +58,24 @@ def _missing_from_store(data) -> dict[str, tuple[int, int]]:
 
 
 def inspect_expr(
-    root: Path, *, features: list[str] | None = None, use_cache: bool = True
+    root: Path,
+    *,
+    features: list[str] | None = None,
+    use_cache: bool = True,
+    test_frames: str | Path | None = None,
+    test_videos: str | Path | None = None,
 ) -> InspectReport:
     """Build the InspectReport for an Expr data folder."""
     from abaw.expr.data import load_expr
 
+    root, note = find_expr_root(Path(root))
     report = InspectReport("expr", root)
     pr = Problems(collect=True)
+    lists = {"test_frames": test_frames, "test_videos": test_videos}
+    if features:
+        features = sorted(set(features))
     try:
-        layout = scan_layout(root, features, pr)
+        layout = scan_layout(root, features, pr, **lists)
     except DataError as e:  # nothing further can be read
         report.problems.append(str(e))
         return report
@@ -89,7 +105,7 @@ def inspect_expr(
     missing = None
     if not pr.errors:
         try:
-            data = load_expr(root, features, use_cache=use_cache)
+            data = load_expr(root, features, use_cache=use_cache, **lists)
             missing = _missing_from_store(data)
             report.warnings += data.warnings
         except DataError as e:
@@ -101,11 +117,17 @@ def inspect_expr(
             e for e in pr.errors[n_before:] if str(e) not in {str(x) for x in pr.errors[:n_before]}
         ]
         report.warnings += pr.warnings
+    counted = {
+        "train": "annotated frames",
+        "devel": "annotated frames",
+        "test": "frames of the test list",
+    }
     report.sections.append(
         Section(
-            "Frames that need features but have none (filled by the fill policy)",
-            ["split", "frames without features", "frames needing features", "%"],
-            [[s, a, b, 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
+            "Frames a model needs that have no features, for some backbone (filled by the "
+            "fill policy); the warnings count all frames of a split instead",
+            ["split", "without features", "of", "frames counted", "%"],
+            [[s, a, b, counted[s], 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
         )
     )
     rows = []
@@ -118,26 +140,26 @@ def inspect_expr(
         tot = max(1, int(counts.sum()))
         rows += [[s, c, int(n), 100.0 * n / tot] for c, n in zip(CLASSES, counts, strict=True)]
     report.sections.append(Section("Class frequencies", ["split", "class", "frames", "%"], rows))
+    split_of = dict(zip(layout.videos, layout.split, strict=True))
     pairs = sorted({v.rsplit("_", 1)[0] for v in layout.videos if v.endswith(("_left", "_right"))})
+    rows = []
+    for b in pairs:
+        left, right = split_of.get(b + "_left", "-"), split_of.get(b + "_right", "-")
+        rows.append([b, left, right, "yes" if "-" not in (left, right) and left != right else ""])
     report.sections.append(
         Section(
-            "Videos with two people (_left/_right)",
-            ["video", "split", "annotation files"],
-            [
-                [
-                    b,
-                    layout.split[
-                        layout.videos.index(next(v for v in layout.videos if v.startswith(b + "_")))
-                    ],
-                    ", ".join(v for v in layout.videos if v in (b + "_left", b + "_right")),
-                ]
-                for b in pairs
-            ],
+            "Videos with two people: the split of each person (_left/_right); '-' = no such "
+            "file; test members come from the test lists",
+            ["video", "_left", "_right", "members in different splits"],
+            rows,
         )
     )
-    if not len(layout.test_frame):
+    if note:
+        report.warnings.insert(0, note)
+    if not len(layout.test_frame) and not any("NO TEST SET" in w for w in report.warnings):
         report.warnings.append(
-            f"{root / TEST_FRAME_LIST}: no test frame list; predictions cannot be submitted."
+            no_test_list_warning(root, [v for v, s in split_of.items() if s == "test"], None)
         )
-    report.problems += [str(e) for e in pr.errors]
+    report.warnings = list(dict.fromkeys(report.warnings))
+    report.problems += list(dict.fromkeys(str(e) for e in pr.errors))
     return report

@@ -14,18 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from abaw.errors import DataError
+from abaw.errors import DataError, split_overlap
 from abaw.expr.layout import (
     ANNOTATION_DIRS,
     EXTRA_ROWS_TOLERANCE,
     FEATURES_DIR,
     HEADER,
     NUM_CLASSES,
+    SHORT_FEATURES_FRACTION,
+    SHORT_FEATURES_FRAMES,
     SPLIT_DIRS,
     TEST_FRAME_LIST,
-    TEST_VIDEO_LIST,
+    TEST_FRAME_LISTS,
+    TEST_VIDEO_LISTS,
 )
-from abaw.io import safe_name
+from abaw.io import find_data_root, load_npy, npy_header, path_error, read_text, reading, safe_name
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class Problems:
@@ -74,12 +79,7 @@ class Layout:
 
 def read_annotation(path: Path) -> np.ndarray:
     """Labels of one annotation file as int8 (frame i = element i-1), validated."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            path, "not UTF-8 text", expected="a UTF-8 text file", found=str(e)
-        ) from None
+    text = read_text(path, expected="an annotation text file (UTF-8)")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -132,17 +132,7 @@ def read_annotation(path: Path) -> np.ndarray:
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        except ValueError as e:
-            raise DataError(
-                path, "not a .npy array", expected="a .npy file written by numpy", found=str(e)[:80]
-            ) from None
+    shape, dtype, _, _ = npy_header(path)
     return shape, dtype
 
 
@@ -158,7 +148,7 @@ def feature_file(path: Path) -> FeatureFile:
                 found=f"shape {shape}, dtype {dtype}",
             )
         return FeatureFile(path, "npy", int(shape[0]), int(shape[1]))
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with reading(path, "a feature CSV"), open(path, encoding="utf-8", errors="replace") as fh:
         head = fh.readline().strip().split(",")
     if head[0] != "frame" or len(head) < 2:
         raise DataError(
@@ -174,7 +164,19 @@ def feature_file(path: Path) -> FeatureFile:
 
 def _read_csv(ff: FeatureFile) -> tuple[np.ndarray, np.ndarray]:
     """(frames int64, values float32) of a CSV feature file, validated."""
-    df = pd.read_csv(ff.path, header=0, dtype=str, keep_default_na=False, na_filter=False)
+    try:
+        with reading(ff.path, "a feature CSV"):
+            df = pd.read_csv(
+                ff.path,
+                header=0,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+                encoding_errors="replace",
+            )
+    except pd.errors.ParserError:  # a row with more fields than the header
+        raise _csv_field_count_error(ff) from None
     if df.shape[1] != ff.width + 1:
         raise DataError(
             ff.path, "wrong column count", row=1, expected=ff.width + 1, found=df.shape[1]
@@ -191,6 +193,17 @@ def _read_csv(ff: FeatureFile) -> tuple[np.ndarray, np.ndarray]:
             column=str(df.columns[c]),
             expected="a number" if c else "a 1-based frame number",
             found=repr(df.iat[int(r), int(c)][:40]),
+        )
+    big = num.iloc[:, 1:].abs().to_numpy(np.float64) > _F32_MAX
+    if big.any():
+        r, c = np.argwhere(big)[0]
+        raise DataError(
+            ff.path,
+            "value too large for float32",
+            row=int(r) + 2,
+            column=str(df.columns[c + 1]),
+            expected=f"a number within +-{_F32_MAX:.4g}",
+            found=df.iat[int(r), int(c) + 1][:40],
         )
     frames = num.iloc[:, 0].to_numpy(np.float64)
     if ((frames < 1) | (frames != np.round(frames))).any():
@@ -218,6 +231,36 @@ def _read_csv(ff: FeatureFile) -> tuple[np.ndarray, np.ndarray]:
     return frames, num.iloc[:, 1:].to_numpy(np.float32)
 
 
+def _csv_field_count_error(ff: FeatureFile) -> DataError:
+    """The first line of a feature CSV whose field count differs from the header's."""
+    with reading(ff.path, "a feature CSV"), open(ff.path, encoding="utf-8", errors="replace") as fh:
+        for i, line in enumerate(fh, start=1):
+            n = line.rstrip("\r\n").count(",") + 1
+            if i > 1 and line.strip() and n != ff.width + 1:
+                return DataError(
+                    ff.path,
+                    "wrong column count",
+                    row=i,
+                    expected=f"{ff.width + 1} columns like the header",
+                    found=n,
+                )
+    return DataError(ff.path, "unreadable CSV", expected="comma-separated numbers")
+
+
+def short_features_warning(ff: FeatureFile, n_frames: int) -> str | None:
+    """A per-video warning when an annotation is far longer than the video's features."""
+    if ff.rows is None:
+        return None
+    gap = n_frames - ff.rows
+    if gap > max(SHORT_FEATURES_FRAMES, SHORT_FEATURES_FRACTION * n_frames):
+        return (
+            f"{ff.path}: features end at frame {ff.rows} but the annotation has {n_frames} "
+            f"frames: the last {gap} ({100 * gap / n_frames:.0f}%) have no features and are "
+            "filled (do the annotation and feature files belong together?)."
+        )
+    return None
+
+
 def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndarray:
     """float32 (n_frames, width): row i-1 = frame i; NaN rows = no face (or no row in the file).
 
@@ -225,11 +268,23 @@ def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndar
     EXTRA_ROWS_TOLERANCE of an annotated video's length; more is an error (wrong file pairing).
     """
     if ff.fmt == "npy":
-        arr = np.load(ff.path, allow_pickle=False)
+        arr = load_npy(ff.path)
         frames = np.arange(1, arr.shape[0] + 1)
         row_of = lambda i: None  # noqa: E731  (npy has no text lines)
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+            big = np.abs(arr) > _F32_MAX
+            if big.any():
+                r, c = np.argwhere(big)[0]
+                raise DataError(
+                    ff.path,
+                    f"value too large for float32 in frame {r + 1}",
+                    column=int(c) + 1,
+                    expected=f"a number within +-{_F32_MAX:.4g}",
+                    found=float(arr[r, c]),
+                )
     else:
         frames, arr = _read_csv(ff)
+        ff.rows = int(frames.max()) if len(frames) else 0  # known now: the last frame listed
         row_of = lambda i: int(i) + 2  # noqa: E731
     if arr.shape[1] != ff.width:
         raise DataError(ff.path, "feature width differs", expected=ff.width, found=arr.shape[1])
@@ -267,22 +322,101 @@ def _annotation_root(root: Path) -> Path:
         if (root / name).is_dir():
             return root / name
     found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else "no such folder"
+    _, cands = find_data_root(root, is_expr_root)
     raise DataError(
         root,
         "no Expr annotation folder",
         expected=" or ".join(f"{d}/" for d in ANNOTATION_DIRS),
         found=found,
+        hint=f"Subfolders that have one: {', '.join(c.name for c in cands)}; point --data at one"
+        if cands
+        else None,
     )
 
 
-def _test_lists(root: Path, pr: Problems) -> tuple[list[str], list[str], np.ndarray, list[Path]]:
+def is_expr_root(d: Path) -> bool:
+    """Does `d` hold an Expr annotation folder?"""
+    return any((d / name).is_dir() for name in ANNOTATION_DIRS)
+
+
+def find_expr_root(root: Path) -> tuple[Path, str | None]:
+    """`root`, or its one subfolder holding the Expr layout (and a note saying so)."""
+    root = Path(root)
+    found, _ = find_data_root(root, is_expr_root)
+    if found != root:
+        return found, f"{root} holds no Expr annotation folder; using its subfolder {found.name}/."
+    return root, None
+
+
+def _search_dirs(root: Path) -> list[Path]:
+    dirs = [root]
+    if root.is_dir():
+        subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        dirs += [d for d in subs if "test" in d.name.lower()]
+        dirs += [d for d in subs if d.name in ANNOTATION_DIRS]
+    return dirs
+
+
+def find_test_lists(
+    root: Path,
+    frames: str | Path | None = None,
+    videos: str | Path | None = None,
+    pr: Problems | None = None,
+) -> tuple[Path | None, Path | None]:
+    """(test frame list, test video list): the files named, else found by any edition's name.
+
+    Explicit paths are relative to `root` unless absolute and must exist. Otherwise each list
+    is looked for in the data root, its subfolders named like `test_set*` and the annotation
+    folder (names in abaw.expr.layout). Two different files for one list is an error: they
+    belong to different editions, and a wrong guess would predict the wrong frames.
+    """
+    pr = pr or Problems()
+    out: list[Path | None] = []
+    dirs = _search_dirs(Path(root))
+    for given, names, what in (
+        (frames, TEST_FRAME_LISTS, "test frame list"),
+        (videos, TEST_VIDEO_LISTS, "test video list"),
+    ):
+        if given:
+            p = Path(given) if Path(given).is_absolute() else Path(root) / given
+            bad = path_error(p, f"the {what}")
+            if bad is not None or not p.is_file():
+                pr.add(bad or DataError(p, f"{what} not found", expected="a file", found="nothing"))
+                out.append(None)
+            else:
+                out.append(p)
+            continue
+        kind = "frames" if what.endswith("frame list") else "videos"
+        hits = [d / n for d in dirs for n in names if (d / n).is_file()]
+        if len(hits) > 1:
+            pr.add(
+                DataError(
+                    hits[1],
+                    f"more than one {what}",
+                    expected="one",
+                    found=", ".join(str(h) for h in hits),
+                    hint=f"Name the right one: --set data.test_{kind}=PATH "
+                    f"(abaw inspect: --test-{kind} PATH)",
+                )
+            )
+        out.append(hits[0] if hits else None)
+    return out[0], out[1]
+
+
+_ROW = r"^\s*([^,]+)/(\d+)\.jpg\s*(?:,.*)?$"
+
+
+def _test_lists(
+    root: Path, pr: Problems, vpath: Path | None = None, fpath: Path | None = None
+) -> tuple[list[str], list[str], np.ndarray, list[Path]]:
     """Test videos (release list order), and the frame list as (video names, frames)."""
     vids: list[str] = []
     inputs = []
-    vpath = root / TEST_VIDEO_LIST
-    if vpath.is_file():
+    if vpath is not None:
         inputs.append(vpath)
-        for i, line in enumerate(vpath.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(
+            read_text(vpath, expected="the test video list, one name a line").splitlines()
+        ):
             name = line.strip()
             if not name:
                 continue
@@ -294,15 +428,16 @@ def _test_lists(root: Path, pr: Problems) -> tuple[list[str], list[str], np.ndar
                         vpath, str(e), row=i + 1, expected="a plain video name", found=repr(name)
                     )
                 )
-    fpath = root / TEST_FRAME_LIST
     names: list[str] = []
     frames = np.zeros(0, np.int64)
-    if fpath.is_file():
+    if fpath is not None:
         inputs.append(fpath)
-        lines = fpath.read_text(encoding="utf-8").splitlines()
-        skip = 1 if lines and lines[0].startswith("image_location") else 0
+        lines = read_text(fpath, expected="the test frame list").splitlines()
+        # A header line (ABAW5: image_location,...; ABAW6 editions vary): any first line
+        # that is not a frame row.
+        skip = 1 if lines and not pd.Series(lines[:1]).str.match(_ROW).iat[0] else 0
         s = pd.Series(lines[skip:], dtype=str)
-        m = s.str.extract(r"^\s*([^,]+)/(\d+)\.jpg\s*(?:,.*)?$")
+        m = s.str.extract(_ROW)
         bad = m[0].isna().to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
@@ -340,8 +475,30 @@ def _test_lists(root: Path, pr: Problems) -> tuple[list[str], list[str], np.ndar
     return vids, names, frames, inputs
 
 
-def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout:
-    """Parse annotations and test lists, look at every feature file's header."""
+def no_test_list_warning(root: Path, test_videos: list[str], fpath: Path | None) -> str:
+    """The loud warning when there is nothing to predict for a submission."""
+    what = "no test frame list" if fpath is None else "the test frame list names no video"
+    return (
+        f"NO TEST SET: {what} found in {root} (looked for {', '.join(TEST_FRAME_LISTS)} and "
+        f"{', '.join(TEST_VIDEO_LISTS)} in the data root, its test* subfolders and the "
+        "annotation folder). Test predictions will be EMPTY and cannot be submitted; name the "
+        "lists with --set data.test_frames=PATH (and data.test_videos=PATH), or "
+        "`abaw inspect --test-frames PATH`."
+    )
+
+
+def scan_layout(
+    root: Path,
+    backbones: list[str] | None,
+    pr: Problems,
+    *,
+    test_frames: str | Path | None = None,
+    test_videos: str | Path | None = None,
+) -> Layout:
+    """Parse annotations and test lists, look at every feature file's header.
+
+    `test_frames` / `test_videos` name the test lists explicitly (see find_test_lists).
+    """
     root = Path(root)
     ann_root = _annotation_root(root)
     inputs: list[Path] = []
@@ -368,30 +525,29 @@ def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout
             videos.append(path.stem)
             split.append(sp)
             labels.append(lab)
-    test_list, test_names, test_frames, test_inputs = _test_lists(root, pr)
+    fpath, vpath = find_test_lists(root, test_frames, test_videos, pr)
+    test_list, test_names, test_frames, test_inputs = _test_lists(root, pr, vpath, fpath)
     inputs += test_inputs
     known = set(videos)
     test_videos = list(dict.fromkeys(test_list + test_names))
-    for v in test_videos:
-        if v in known:
-            pr.add(
-                DataError(
-                    root / TEST_VIDEO_LIST,
-                    "test video also has an annotation file",
-                    expected="test videos without labels",
-                    found=v,
-                )
-            )
+    overlap = split_overlap(
+        [(v, sp, f"{v}.txt") for v, sp in zip(videos, split, strict=True)]
+        + [(v, "test", v) for v in test_videos],
+        path=ann_root,
+        what="video",
+    )
+    if overlap is not None:
+        pr.add(overlap)
     listed = set(test_list)
     if test_list:
         for v in dict.fromkeys(test_names):
             if v not in listed:
                 pr.add(
                     DataError(
-                        root / TEST_FRAME_LIST,
+                        fpath,
                         "video not in the test video list",
                         row=test_names.index(v) + 2,
-                        expected=f"a video of {TEST_VIDEO_LIST}",
+                        expected=f"a video of {vpath.name}",
                         found=v,
                     )
                 )
@@ -413,18 +569,29 @@ def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout
     chosen = list(backbones) if backbones else present
     for b in chosen:
         if b not in present:
+            listed = ", ".join(f'"{x}"' for x in present)
             raise DataError(
-                fdir / b, "unknown backbone", expected="one of " + ", ".join(present), found=b
+                fdir / b,
+                "unknown backbone",
+                expected="one of " + ", ".join(present),
+                found=b,
+                hint=f"Fix: add --set 'data.backbones=[{listed}]' (or leave data.backbones out "
+                "for all), or copy the sweep file and edit its [data] backbones",
             )
     files: dict[tuple[str, str], FeatureFile] = {}
     dims: dict[str, int] = {}
     formats: dict[str, str] = {}
     all_videos = videos + test_videos
+    test_set = set(test_videos)
     for b in chosen:
         first: FeatureFile | None = None
         for v in all_videos:
             cand = [fdir / b / f"{v}.npy", fdir / b / f"{v}.csv"]
             path = next((p for p in cand if p.is_file()), None)
+            bad = next((e for e in map(lambda p: path_error(p, "a feature file"), cand) if e), None)
+            if path is None and bad is not None:  # a folder, dangling link or loop: name it
+                pr.add(bad)
+                continue
             if path is None:
                 where = "test list" if v in test_videos else "annotations"
                 pr.add(
@@ -455,6 +622,10 @@ def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout
                 )
                 continue
             files[(b, v)] = ff
+            if v not in test_set:
+                w = short_features_warning(ff, len(labels[videos.index(v)]))
+                if w:
+                    pr.warnings.append(w)
         if first is not None:
             dims[b], formats[b] = first.width, first.fmt
 
@@ -470,14 +641,12 @@ def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout
         listed_max = int(test_frames[sel].max()) if sel.any() else 0
         if listed_max > n:
             pr.warnings.append(
-                f"{TEST_FRAME_LIST}: video {v} lists frames up to {listed_max} but its features "
+                f"{fpath.name if fpath else TEST_FRAME_LIST}: video {v} lists frames up to {listed_max} but its features "
                 f"end at frame {n}; the frames beyond are filled ({listed_max - n} frames)."
             )
         labels_all.append(np.full(max(n, listed_max), -1, np.int8))
-    if not test_videos:
-        pr.warnings.append(
-            f"{root}: no test videos ({TEST_VIDEO_LIST} / {TEST_FRAME_LIST} missing or empty)."
-        )
+    if not test_videos or fpath is None:
+        pr.warnings.append(no_test_list_warning(root, test_videos, fpath))
     index = {v: i for i, v in enumerate(all_videos)}
     keep = np.array([n in index for n in test_names], bool)
     tv = np.array([index[n] for n, k in zip(test_names, keep, strict=True) if k], np.int64)
@@ -489,7 +658,7 @@ def scan_layout(root: Path, backbones: list[str] | None, pr: Problems) -> Layout
             i = int(np.setdiff1d(np.arange(len(key)), first_idx)[0])
             pr.add(
                 DataError(
-                    root / TEST_FRAME_LIST,
+                    fpath or root / TEST_FRAME_LIST,
                     "frame listed twice",
                     expected="each test frame once",
                     found=f"{all_videos[tv[i]]}/{tf[i]:05d}.jpg",

@@ -71,7 +71,16 @@ class FeatureStore:
         while pos < len(view):
             n = os.preadv(self._fdesc(), [view[pos : pos + _MAX_PREAD]], off + pos)
             if n <= 0:
-                raise OSError(f"{self.path}: short read at byte {off + pos}")
+                from abaw.errors import DataError
+
+                raise DataError(
+                    self.path,
+                    "feature store cut short",
+                    expected=f"{len(view)} bytes at byte {off}",
+                    found=f"end of file at byte {off + pos}",
+                    hint="The cache was damaged (disk full? another process?); delete the "
+                    "cache folder (abaw.expr.data.clear_cache) and load again",
+                )
             pos += n
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -54,6 +54,8 @@ class ExprDataConfig:
     buffer_chunks: int = 4  # chunks whose windows are shuffled together (streaming only)
     eval_batch_size: int = 64  # windows per forward pass at inference
     use_cache: bool = True  # reuse the loader's feature store cache
+    test_frames: str | None = None  # test frame list file (relative to the data root); None = found
+    test_videos: str | None = None  # test video list file (relative to the data root); None = found
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.stride < 0 or self.eval_stride < 0:
@@ -436,8 +438,19 @@ class ExprTrack:
         from abaw.expr.data import load_expr
 
         cfg = configs.get("data") or ExprDataConfig()
-        data = load_expr(data_dir, cfg.backbones, use_cache=cfg.use_cache, fill=cfg.fill)
-        return ExprTask(data, model, configs, device)
+        data = load_expr(
+            data_dir,
+            cfg.backbones,
+            use_cache=cfg.use_cache,
+            fill=cfg.fill,
+            test_frames=cfg.test_frames,
+            test_videos=cfg.test_videos,
+        )
+        task = ExprTask(data, model, configs, device)
+        # Say loudly what a run without a test set produces (and data-layer warnings about
+        # the test lists): an empty predictions-test.npz must never pass for a real one.
+        task.notes += [w for w in data.warnings if w.startswith("NO TEST SET")]
+        return task
 
     def build_model(self, spec: dict) -> nn.Module:
         """Rebuild a model from a checkpoint's `model_spec` (no data needed)."""
