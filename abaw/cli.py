@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from abaw import __version__
 from abaw.errors import AbawError
+from abaw.track import track_names
 
-TRACK_CHOICES = ("eri", "expr")
+TRACK_CHOICES = track_names()  # the one registry in abaw/track.py
 
 
 def _track(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -35,6 +36,16 @@ def _storage(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="Optuna storage URL (default: sqlite:///<runs>/optuna.db; "
         "postgresql://user:pw@host/db to share one study across machines)",
+    )
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads per process for torch (default: cores divided among --jobs; "
+        "or ABAW_THREADS)",
     )
 
 
@@ -98,6 +109,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     _overrides(p, "override a setting, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    _threads(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runs(p)
     p.add_argument(

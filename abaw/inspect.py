@@ -7,7 +7,6 @@ only renders it. A user runs this on the real data before spending GPU hours.
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +66,10 @@ def _fmt(x: object) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """CLI: render the track's inspection; exit 1 when problems were found."""
-    module = importlib.import_module(f"abaw.{args.track}.data")
+    from abaw.track import get_track
+
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    report: InspectReport = module.inspect_data(
+    report: InspectReport = get_track(args.track).inspect(
         Path(args.data), features=features, use_cache=not args.no_cache
     )
     report.render()

@@ -419,25 +419,52 @@ class ExprTrack:
 
     def sections(self, model: str) -> dict[str, type]:
         """Config dataclasses of each section of a sweep for `model`."""
-        from abaw.train import TrainConfig
-
         return {
             "data": ExprDataConfig,
             "model": model_config(model),
             "loss": FocalConfig,
             "predict": SmoothingConfig,
-            "train": TrainConfig,
-        }
+        }  # the trainer adds its own "train" section (abaw.train.run_sections)
 
-    def prepare(
-        self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
-    ) -> ExprTask:
-        """Load the data set once (features streamed from the store) and return the task."""
+    def data_key(self, model: str, configs: dict[str, Any]) -> tuple:
+        """What `load_data` reads: the backbones, the fill policy and the cache switch."""
+        cfg = configs.get("data") or ExprDataConfig()
+        return (tuple(cfg.backbones) if cfg.backbones else None, cfg.use_cache, cfg.fill)
+
+    def load_data(self, data_dir: Path, model: str, configs: dict[str, Any]) -> Any:
+        """Open the feature store (built on first use); windows are cut later, per task."""
         from abaw.expr.data import load_expr
 
-        cfg = configs.get("data") or ExprDataConfig()
-        data = load_expr(data_dir, cfg.backbones, use_cache=cfg.use_cache, fill=cfg.fill)
+        backbones, use_cache, fill = self.data_key(model, configs)
+        return load_expr(
+            data_dir, list(backbones) if backbones else None, use_cache=use_cache, fill=fill
+        )
+
+    def prepare(
+        self,
+        data_dir: Path,
+        model: str,
+        configs: dict[str, Any],
+        device: torch.device,
+        *,
+        data: Any = None,
+    ) -> ExprTask:
+        """Load the data set once (unless given; features streamed from the store) and return the task."""
+        if data is None:
+            data = self.load_data(data_dir, model, configs)
         return ExprTask(data, model, configs, device)
+
+    def synth(self, args: Any, out: Path, features: list[str] | None) -> None:
+        """`abaw synth --track expr`."""
+        from abaw.expr.synth import cli_synth
+
+        cli_synth(args, out, features)
+
+    def inspect(self, data_dir: Path, *, features: list[str] | None = None, use_cache: bool = True):
+        """`abaw inspect --track expr`."""
+        from abaw.expr.data import inspect_data
+
+        return inspect_data(Path(data_dir), features=features, use_cache=use_cache)
 
     def build_model(self, spec: dict) -> nn.Module:
         """Rebuild a model from a checkpoint's `model_spec` (no data needed)."""
