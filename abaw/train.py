@@ -350,6 +350,21 @@ def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / COMPLETE_MARKER).is_file()
 
 
+def run_metrics(task: Task, result: FitResult, seed: int = 0) -> dict[str, Any]:
+    """The content of a run's metrics.json (plain JSON values)."""
+    return {
+        "metric": task.metric,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "per_column": result.score.per_column,
+        "notes": result.score.notes,
+        "epochs_run": len(result.history),
+        "seconds": result.seconds,
+        "seed": seed,
+        "history": result.history,
+    }
+
+
 def write_run(
     task: Task,
     result: FitResult,
@@ -378,17 +393,7 @@ def write_run(
     preds = {"devel": devel_pred}
     if test:
         preds["test"] = predict_split(task, result.model, "test", amp=result.amp)
-    metrics = {
-        "metric": task.metric,
-        "best_epoch": result.best_epoch,
-        "best_score": result.best_score,
-        "per_column": result.score.per_column,
-        "notes": result.score.notes,
-        "epochs_run": len(result.history),
-        "seconds": result.seconds,
-        "seed": seed,
-        "history": result.history,
-    }
+    metrics = run_metrics(task, result, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, pred in preds.items():
         pred.meta.update(meta)
