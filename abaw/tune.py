@@ -241,13 +241,16 @@ def _fail_stale(
     return True
 
 
-def recover_stale(study: optuna.Study, store: AtomicArtifactStore) -> list[int]:
+def recover_stale(
+    study: optuna.Study, store: AtomicArtifactStore, folder: Path | None = None
+) -> list[int]:
     """Fail (and retry once) RUNNING trials whose worker died; return their numbers.
 
     This host: the owner process is gone (any storage, at once). Other hosts, RDB
-    storages: no heartbeat for twice the interval. Leftover temporary artifact files
-    of dead processes on this host are deleted too.
+    storages: no heartbeat for twice the interval. Leftover temporary files of dead
+    processes on this host (in the artifact store and in `folder`) are deleted too.
     """
+    folder = Path(folder) if folder is not None else Path(store._base_path)
     storage = study._storage
     stale: list[int] = []
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -269,11 +272,14 @@ def recover_stale(study: optuna.Study, store: AtomicArtifactStore) -> list[int]:
                     if _fail_stale(study, store, t, msg):
                         stale.append(t.number)
     host = socket.gethostname()
-    for tmp in Path(store._base_path).glob(".*.tmp"):
+    for tmp in [*Path(store._base_path).glob(".*.tmp"), *folder.glob(".trial-*.tmp")]:
         parts = tmp.name.split(".")
         mine = len(parts) >= 4 and parts[-3] == host and parts[-2].isdigit()
         if mine and _owner_is_dead({"host": host, "pid": int(parts[-2]), "start": None}):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
     return stale
 
 
@@ -413,7 +419,7 @@ class _Runner:
         while True:
             if self.w.deadline is not None and time.time() >= self.w.deadline:
                 return
-            recover_stale(self.study, self.store)
+            recover_stale(self.study, self.store, self.folder)
             if self.w.trials is not None:
                 states = [t.state for t in self.study.get_trials(deepcopy=False)]
                 done = sum(s in FINISHED for s in states)
@@ -539,7 +545,9 @@ class _Runner:
         keep = _enters_top_k(self.study, value, w.keep)
         trial_dir = self.folder / f"trial-{trial.number:05d}"
         if keep:  # test predictions only for a trial worth keeping
-            tmp = self.folder / f".trial-{trial.number:05d}.{os.getpid()}.tmp"
+            tmp = (
+                self.folder / f".trial-{trial.number:05d}.{socket.gethostname()}.{os.getpid()}.tmp"
+            )
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 write_run(task, result, tmp, config=config, seed=w.seed, test=True)
