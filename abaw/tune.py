@@ -117,21 +117,27 @@ def open_storage(
             "sqlite:///runs/optuna.db) or a journal file path ending in .log"
         )
     url = _sqlalchemy_url(storage)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-    except Exception as e:  # driver missing, server down, bad credentials: one sentence
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise AbawError(
-            f"--storage {_redact(storage)}: cannot open it ({type(e).__name__}: {first})"
-        ) from None
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except Exception as e:  # driver missing, server down, bad credentials: one sentence
+            if "IntegrityError" in type(e).__name__ and attempt < 4:
+                time.sleep(0.5 + attempt)  # two workers creating the tables of a new database
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise AbawError(
+                f"--storage {_redact(storage)}: cannot open it ({type(e).__name__}: {first})"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _where(storage: str | None, runs: str | os.PathLike[str]) -> str:
