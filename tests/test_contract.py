@@ -112,3 +112,16 @@ def test_task_satisfies_the_protocol(case):
     assert isinstance(task.summary(devel), list)
     rebuilt = track.build_model(task.model_spec)
     rebuilt.load_state_dict(net.state_dict())  # same architecture from the plain spec
+
+
+def test_package_exports_are_lazy_and_resolve():
+    import subprocess
+    import sys
+
+    import abaw
+
+    for name in abaw.__all__:
+        assert getattr(abaw, name) is not None
+    code = "import sys, abaw; print('torch' in sys.modules, 'optuna' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.split() == ["False", "False"], "import abaw must stay cheap"
