@@ -153,31 +153,31 @@ def overhead(work: Path, data: Path, trials: int, epochs: int) -> dict:
     from abaw import trials as T
     from abaw.tune import run_study
 
-    study = run_study(
-        sweep_file(work, "overhead", epochs),
-        data,
-        trials=trials,
-        runs=work / "runs-overhead",
-        pruner="none",
-        keep=trials,  # every trial kept: the worst case (test predictions + uploads each time)
-        show_progress=False,
-        threads=1,
-    )
-    shares, extra = [], []
-    for t in study.trials:
-        wall = (t.datetime_complete - t.datetime_start).total_seconds()
-        outside = wall - t.user_attrs[T.TRIAL_SECONDS]
-        shares.append(outside / wall)
-        extra.append(outside)
-    res = {
-        "trials": trials,
-        "median_trial_seconds": statistics.median(
-            (t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials
-        ),
-        "median_outside_fit_seconds": statistics.median(extra),
-        "median_outside_share": statistics.median(shares),
-        "load": load(),
-    }
+    res: dict = {"trials": trials, "load": load()}
+    # keep=all: every trial pays test predictions + uploads (worst case); keep=1: typical.
+    for label, keep in (("keep_all", trials), ("keep_1", 1)):
+        study = run_study(
+            sweep_file(work, f"overhead-{label}", epochs),
+            data,
+            trials=trials,
+            runs=work / "runs-overhead",
+            pruner="none",
+            keep=keep,
+            show_progress=False,
+            threads=1,
+        )
+        walls = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
+        outside = [
+            w - t.user_attrs[T.TRIAL_SECONDS] for w, t in zip(walls, study.trials, strict=True)
+        ]
+        res[label] = {
+            "median_trial_seconds": statistics.median(walls),
+            "median_outside_fit_seconds": statistics.median(outside),
+            "median_outside_share": statistics.median(
+                o / w for o, w in zip(outside, walls, strict=True)
+            ),
+        }
+    res["load_end"] = load()
     print(f"overhead: {json.dumps(res)}", flush=True)
     return res
 

@@ -337,3 +337,20 @@ def test_sigkill_mid_trial_then_rerun_completes(eri, tmp_path, backend, request)
     artifacts = runs / "artifacts"
     assert not list(artifacts.glob(".*.tmp")) and not list((runs / "tune").rglob("*.tmp"))
     _check_kept_files(study, artifacts)  # checkpoints load with weights_only
+
+
+def test_gp_sampler_hyperband_pruner_and_live_table(eri, tmp_path, capsys):
+    study = run_study(
+        _sweep(tmp_path),
+        eri,
+        trials=2,
+        runs=tmp_path / "runs",
+        sampler="gp",
+        pruner="hyperband",
+        show_progress=True,  # the live rich table, rendered to the captured stdout
+    )
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 2
+    out = capsys.readouterr().out
+    assert "top " in out and "best so far" in out
+    with pytest.raises(AbawError, match="--sampler 'cmaes'"):
+        run_study(_sweep(tmp_path), eri, trials=1, runs=tmp_path / "runs", sampler="cmaes")
