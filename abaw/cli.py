@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from abaw import __version__
 from abaw.errors import AbawError
+from abaw.track import track_names
 
-TRACK_CHOICES = ("eri", "expr")
+TRACK_CHOICES = track_names()  # the one registry in abaw/track.py
 
 
 def _track(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -33,8 +34,18 @@ def _storage(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         metavar="URL",
-        help="Optuna storage URL (default: sqlite:///<runs>/optuna.db; "
+        help="Optuna storage (default: the journal file <runs>/optuna-journal.log; "
         "postgresql://user:pw@host/db to share one study across machines)",
+    )
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads per process for torch (default: cores divided among --jobs; "
+        "or ABAW_THREADS)",
     )
 
 
@@ -108,6 +119,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     _overrides(p, "override a setting, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    _threads(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runs(p)
     p.add_argument(
@@ -123,20 +135,57 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
     g = p.add_argument_group("budget")
-    g.add_argument("--trials", type=int, help="number of trials for this worker")
     g.add_argument(
-        "--timeout", type=float, metavar="S", help="stop starting trials after S seconds"
+        "--trials",
+        type=int,
+        metavar="N",
+        help="finished (complete + pruned) trials the study should hold IN TOTAL, counting "
+        "earlier runs and other workers: rerunning the same command after a crash finishes "
+        "the job instead of adding N more (default: no limit)",
     )
+    g.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     g.add_argument(
         "--jobs",
         type=int,
         default=1,
-        help="trials run in parallel by this worker (several per GPU)",
+        metavar="N",
+        help="worker processes on this machine, each with cores/N CPU threads "
+        "(on one GPU: several small trials at once)",
     )
+    _threads(g)
     g = p.add_argument_group("study")
     _storage(g)
     g.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
     _runs(g)
+    g.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="artifact folder for checkpoints and predictions (default: the study's, "
+        "else <runs>/artifacts; a shared folder for workers on several machines)",
+    )
+    g.add_argument(
+        "--keep",
+        type=int,
+        default=10,
+        metavar="K",
+        help="keep checkpoint + predictions of the top K completed trials (default 10)",
+    )
+    g = p.add_argument_group("search")
+    g.add_argument(
+        "--sampler",
+        choices=("tpe", "random", "gp"),
+        default="tpe",
+        help="tpe (multivariate, seeded; default), random, gp",
+    )
+    g.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        default="median",
+        help="median (after a warm-up of 3 epochs and 5 trials; default), hyperband, none",
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="seeds the sampler and each trial's training"
+    )
     _overrides(p, "pin a setting for every trial (removed from the search space)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
@@ -246,14 +295,14 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "tune",
         "search hyperparameters with Optuna (many workers may share one study)",
-        "abaw tune --sweep sweeps/eri-fusion.toml --data data/eri-small --trials 20",
+        "abaw tune --sweep sweeps/eri-lstm.toml --data data/eri-small --trials 20 --jobs 2",
         _args_tune,
         "abaw.tune:main",
     ),
     Command(
         "studies",
         "list studies with best values and trial counts",
-        "abaw studies --storage sqlite:///runs/optuna.db",
+        "abaw studies --runs runs  (or --storage postgresql://user:pw@host/abaw)",
         _args_studies,
         "abaw.tune:studies_main",
     ),

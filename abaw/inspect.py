@@ -7,13 +7,13 @@ only renders it. A user runs this on the real data before spending GPU hours.
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
 
 from abaw.console import console, escape
+from abaw.errors import AbawError
 
 
 @dataclass
@@ -72,15 +72,15 @@ def _fmt(x: object) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """CLI: render the track's inspection; exit 1 when problems were found."""
-    module = importlib.import_module(f"abaw.{args.track}.data")
+    from abaw.track import get_track
+
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     extra = {}
-    if args.track == "expr":
-        extra = {
-            "test_frames": getattr(args, "test_frames", None),
-            "test_videos": getattr(args, "test_videos", None),
-        }
-    report: InspectReport = module.inspect_data(
+    if getattr(args, "test_frames", None) or getattr(args, "test_videos", None):
+        if args.track != "expr":
+            raise AbawError("--test-frames / --test-videos are Expr options")
+        extra = {"test_frames": args.test_frames, "test_videos": args.test_videos}
+    report: InspectReport = get_track(args.track).inspect(
         Path(args.data), features=features, use_cache=not args.no_cache, **extra
     )
     report.render()

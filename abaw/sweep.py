@@ -35,13 +35,14 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from abaw.errors import ConfigError
+from abaw.track import TRACKS
 
-TRACKS = ("eri", "expr")
 PARAM_TYPES = ("float", "int", "categorical")
 _STUDY_KEYS = {"track", "model", "metric", "direction", "name"}
 _TOP_KEYS = {"study", "data", "fixed", "space"}
@@ -198,7 +199,7 @@ def load_sweep(path: str | Path) -> Sweep:
         )
     track = study.get("track")
     if track not in TRACKS:
-        raise ConfigError(f"{where}: [study] track must be one of {TRACKS}, found {track!r}")
+        raise ConfigError(f"{where}: [study] track must be one of {tuple(TRACKS)}, found {track!r}")
     model = study.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError(f"{where}: [study] model must be a model name, found {model!r}")
@@ -300,23 +301,35 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
 
 
 def build_configs(
-    flat: dict[str, Any], sections: dict[str, type], *, where: str = "config"
+    flat: dict[str, Any],
+    sections: dict[str, type],
+    *,
+    where: str = "config",
+    overridden: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Turn flat dotted settings into one dataclass instance per section.
 
     Args:
         flat: {"train.lr": 1e-4, "model.embed_dim": 256, ...}.
         sections: {"train": TrainConfig, "model": FusionConfig, ...} dataclass types.
-        where: the sweep file (and/or `--set`) to name in errors.
+        where: the sweep file to name in errors.
+        overridden: keys that came from `--set`; an error about one of them names
+            that key only ("<file> (with --set train.lr)"), not every override.
 
     Unknown sections or fields, and values of the wrong type, raise ConfigError.
     """
+    pinned = set(overridden)
+    base = where
+
+    def at(key: str) -> str:
+        return f"{base} (with --set {key})" if key in pinned else base
+
     grouped: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for key, value in flat.items():
         sec, _, fld = key.partition(".")
         if sec not in sections:
             raise ConfigError(
-                f"{where}: unknown section in key {key!r}; known sections: {sorted(sections)}"
+                f"{at(key)}: unknown section in key {key!r}; known sections: {sorted(sections)}"
             )
         grouped[sec][fld] = value
     out = {}
@@ -325,15 +338,18 @@ def build_configs(
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         kwargs = {}
         for fld, value in grouped[sec].items():
+            key = f"{sec}.{fld}"
             if fld not in names:
                 raise ConfigError(
-                    f"{where}: unknown key '{sec}.{fld}'; known keys in [{sec}]: {', '.join(sorted(names))}"
+                    f"{at(key)}: unknown key '{key}'; known keys in [{sec}]: {', '.join(sorted(names))}"
                 )
-            kwargs[fld] = _coerce(value, hints[fld], f"{sec}.{fld}", where)
+            kwargs[fld] = _coerce(value, hints[fld], key, at(key))
         try:
             out[sec] = cls(**kwargs)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{where}: invalid [{sec}] settings: {e}") from None
+            mine = sorted(k for k in pinned if k.partition(".")[0] == sec)
+            tag = f"{base} (with --set {', '.join(mine)})" if mine else base
+            raise ConfigError(f"{tag}: invalid [{sec}] settings: {e}") from None
     return out
 
 

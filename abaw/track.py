@@ -1,34 +1,56 @@
 """The Track contract: everything track-specific, behind one interface.
 
-The shared machinery (trainer, tuner, ensembler, submit) never asks "which
-track is this?"; it asks the track. A track module (`abaw/eri/track.py`,
+The shared machinery (trainer, tuner, ensembler, submit, synth, inspect) never
+asks "which track is this?"; it asks the track. `TRACKS` below is the one
+registry of tracks: the CLI's `--track` choices, the sweep schema and
+`get_track` all read it. A track module (`abaw/eri/track.py`,
 `abaw/expr/track.py`) exposes `TRACK`, an object satisfying `Track`.
 
-Flow of one run:
+Flow of one run (`abaw train`; `abaw tune` does the same per trial):
     track = get_track(sweep.track)
-    configs = build_configs(sweep.resolve(...), track.sections(sweep.model))
+    configs = build_configs(sweep.resolve(...), run_sections(track, sweep.model))
     task = track.prepare(data_dir, sweep.model, configs, device)   # loads data once
     result = fit(task, configs["train"], ...)                        # abaw.train
     task.predict(model, "devel") -> Predictions                     # the contract
+
+The tuner keeps loaded data between trials with `DataCache`: a track says which
+settings decide what is read from disk (`data_key`), loads it (`load_data`) and
+builds a Task from data already in memory (`prepare(..., data=...)`), so a
+sampled `data.max_len` or `data.window` re-slices instead of re-reading files.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from abaw.errors import ConfigError
-from abaw.metrics import Score
-from abaw.predictions import Predictions
 
-Batch = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # kept out of the import so `abaw --help` and `abaw synth` start fast
+    import torch
+    from torch import nn
+
+    from abaw.inspect import InspectReport
+    from abaw.metrics import Score
+    from abaw.predictions import Predictions
+
+# The one registry of tracks: name -> module holding `TRACK`. Add a track here, nowhere else.
+TRACKS: dict[str, str] = {"eri": "abaw.eri.track", "expr": "abaw.expr.track"}
+
+Batch = dict[str, "torch.Tensor"]
 
 
+def track_names() -> tuple[str, ...]:
+    """Registered track names, in registry order (the CLI's `--track` choices)."""
+    return tuple(TRACKS)
+
+
+@runtime_checkable
 class Task(Protocol):
     """Data and settings of one run, ready for the trainer; built by `Track.prepare`.
 
@@ -67,6 +89,7 @@ class Task(Protocol):
         ...
 
 
+@runtime_checkable
 class Track(Protocol):
     """What the shared stages need to know about a track."""
 
@@ -82,22 +105,90 @@ class Track(Protocol):
         """Config dataclasses per section ("data", "model", "loss", "train", ...) for `model`."""
         ...
 
+    def data_key(self, model: str, configs: dict[str, Any]) -> Hashable:
+        """The settings that decide what `load_data` reads (equal keys -> the same data)."""
+        ...
+
+    def load_data(self, data_dir: Path, model: str, configs: dict[str, Any]) -> Any:
+        """Read the data set from disk (the slow part of `prepare`), without touching a device."""
+        ...
+
     def prepare(
-        self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
+        self,
+        data_dir: Path,
+        model: str,
+        configs: dict[str, Any],
+        device: torch.device,
+        *,
+        data: Any = None,
     ) -> Task:
-        """Load the data set once and return a Task for the trainer."""
+        """A Task for the trainer; reads the data unless `data` (from `load_data`) is given."""
         ...
 
     def build_model(self, spec: dict[str, Any]) -> nn.Module:
         """Rebuild a model from a checkpoint's `model_spec` (the caller loads the weights)."""
         ...
 
+    def synth(self, args: argparse.Namespace, out: Path, features: list[str] | None) -> None:
+        """`abaw synth --track <name>`: write a synthetic data set in the real layout."""
+        ...
 
-_TRACK_MODULES = {"eri": "abaw.eri.track", "expr": "abaw.expr.track"}
+    def inspect(
+        self,
+        data_dir: Path,
+        *,
+        features: list[str] | None = None,
+        use_cache: bool = True,
+        **options: Any,
+    ) -> InspectReport:
+        """`abaw inspect --track <name>`: what the loaders find, and every problem.
+
+        `options` are track-specific (Expr: test_frames, test_videos file paths).
+        """
+        ...
 
 
 def get_track(name: str) -> Track:
-    """The Track object for `name` ("eri" or "expr")."""
-    if name not in _TRACK_MODULES:
-        raise ConfigError(f"unknown track {name!r}; known: {sorted(_TRACK_MODULES)}")
-    return importlib.import_module(_TRACK_MODULES[name]).TRACK
+    """The Track object registered as `name` in TRACKS."""
+    if name not in TRACKS:
+        raise ConfigError(f"unknown track {name!r}; known: {sorted(TRACKS)}")
+    return importlib.import_module(TRACKS[name]).TRACK
+
+
+class DataCache:
+    """Loaded data sets of one process, reused by every run with the same data settings.
+
+    Keyed by (track, data folder, `track.data_key(model, configs)`); keeps the
+    `max_entries` most recently used data sets (a tuner whose space changes which
+    feature sets are read holds a few). `stats` records each `prepare`'s set-up time.
+    """
+
+    def __init__(self, max_entries: int = 2) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self.loads = 0  # data sets read from disk
+        self.hits = 0  # prepares served from memory
+
+    def prepare(
+        self,
+        track: Track,
+        data_dir: Path,
+        model: str,
+        configs: dict[str, Any],
+        device: torch.device,
+    ) -> tuple[Task, float]:
+        """A Task for `configs`, reading the data only on a miss; returns (task, set-up seconds)."""
+        t0 = time.perf_counter()
+        key = (track.name, str(Path(data_dir).resolve()), track.data_key(model, configs))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            data = self._entries[key]
+            self.hits += 1
+        else:
+            data = track.load_data(Path(data_dir), model, configs)
+            self._entries[key] = data
+            self.loads += 1
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        task = track.prepare(Path(data_dir), model, configs, device, data=data)
+        return task, time.perf_counter() - t0

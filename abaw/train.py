@@ -9,6 +9,10 @@ checkpoint use the averaged weights), early stopping on the validation metric
 
 On CUDA nothing in an epoch waits for the host: the epoch's loss is summed on
 the device and read once per epoch; the task keeps its data on the device.
+
+A run folder is complete when its `metrics.json` exists: `write_run` removes an
+old one first and writes it last, after the checkpoint and predictions
+(`is_complete`), so a later stage can tell a finished run from a killed one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -35,18 +41,24 @@ from abaw.errors import AbawError, ConfigError
 from abaw.io import atomic_open, safe_name
 from abaw.metrics import Score
 from abaw.predictions import Predictions
-from abaw.track import Task
+from abaw.track import Task, Track
 
 __all__ = [
     "FitResult",
     "TrainConfig",
     "TrainingDiverged",
     "fit",
+    "is_complete",
     "load_checkpoint",
     "main",
     "rebuild_model",
     "resolve_device",
+    "run_sections",
+    "set_threads",
+    "write_run",
 ]
+
+COMPLETE_MARKER = "metrics.json"  # written last: its presence means the run folder is whole
 
 
 @dataclass
@@ -91,12 +103,52 @@ class FitResult:
     score: Score  # devel breakdown (per column) at best_epoch
     history: list[dict]  # one dict per epoch: epoch, train_loss, score, lr, seconds
     model: nn.Module  # best (EMA) weights, eval mode, on the training device
+    devel: Predictions | None = None  # devel predictions of best_epoch (labelled)
+    seconds: float = 0.0  # wall time of the training loop
+    amp: bool = False  # whether bf16 autocast was on (later predictions use the same)
     checkpoint: Path | None = None  # checkpoint.pt when out_dir was given
     predictions: dict[str, Path] = field(default_factory=dict)  # split -> predictions-<split>.npz
 
 
 class TrainingDiverged(AbawError):
     """The training loss became NaN or infinite."""
+
+
+def run_sections(track: Track, model: str) -> dict[str, type]:
+    """Config sections of a run: the track's sections plus the trainer's own `train`."""
+    return {**track.sections(model), "train": TrainConfig}
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a Slurm or container limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(*, jobs: int = 1, threads: int | None = None) -> int:
+    """Give this process a fair share of the CPU for torch's intra-op threads.
+
+    `threads` wins; else `ABAW_THREADS`; else `OMP_NUM_THREADS` if the user set it;
+    else cores // jobs (at least 1). Without this, N processes with torch's default
+    (all cores each) oversubscribe the CPU and small models run many times slower.
+    """
+    if threads is None:
+        env = os.environ.get("ABAW_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ConfigError(
+                    f"ABAW_THREADS / OMP_NUM_THREADS must be an integer, found {env!r}"
+                ) from None
+    if threads is None:
+        threads = max(1, cpu_count() // max(1, jobs))
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -177,6 +229,8 @@ def fit(
     callback: Callable[[int, float], None] | None = None,
     show_progress: bool | None = None,
     config: dict | None = None,
+    predict_test: bool = True,
+    log_epochs: bool | None = None,
 ) -> FitResult:
     """Train `task`'s model and keep the epoch whose (EMA) weights score best on devel.
 
@@ -186,12 +240,16 @@ def fit(
         device: where the model runs (the task's data must already be there).
         seed: seeds torch, NumPy, Python and the batch-order generator; on CPU the
             same seed gives identical weights.
-        out_dir: when given, write checkpoint.pt, config.json, metrics.json and
-            predictions-devel.npz / predictions-test.npz there (atomically).
+        out_dir: when given, write the run folder there (`write_run`: checkpoint.pt,
+            config.json, predictions-devel.npz / predictions-test.npz, metrics.json last).
         callback: called as callback(epoch, score) after each validation; may raise
             (e.g. optuna.TrialPruned), which propagates with nothing written.
         show_progress: force the progress bar on/off (default: when stderr is a terminal).
         config: plain JSON-able settings stored in the checkpoint and config.json.
+        predict_test: with out_dir, also predict the test split (the tuner predicts it
+            later, only for trials it keeps, with `write_run`).
+        log_epochs: print one plain line per epoch (default: when the progress bar is
+            off because stderr is not a terminal, so logs of batch jobs show progress).
 
     Raises:
         TrainingDiverged: when the training loss is not finite.
@@ -212,7 +270,10 @@ def fit(
     best_score, best_epoch, best_state, best_pred, best_breakdown = -math.inf, 0, None, None, None
     stale = 0
     start = time.perf_counter()
-    with progress(disable=None if show_progress is None else not show_progress) as bar:
+    bar_off = not sys.stderr.isatty() if show_progress is None else not show_progress
+    if log_epochs is None:
+        log_epochs = show_progress is None and bar_off
+    with progress(disable=bar_off) as bar:
         job = bar.add_task(f"train {task.track}", total=cfg.epochs, info="")
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -242,11 +303,13 @@ def fit(
                 stale = 0
             else:
                 stale += 1
-            bar.update(
-                job,
-                advance=1,
-                info=f"loss {train_loss:.4f}  {task.metric} {score.value:.4f}  best {best_score:.4f} @{best_epoch}",
-            )
+            info = f"loss {train_loss:.4f}  {task.metric} {score.value:.4f}  best {best_score:.4f} @{best_epoch}"
+            bar.update(job, advance=1, info=info)
+            if log_epochs:
+                print(
+                    f"epoch {epoch}/{cfg.epochs}  {info}  {history[-1]['seconds']:.1f} s",
+                    flush=True,
+                )
             if callback is not None:
                 callback(epoch, score.value)
             if sched is not None:
@@ -259,25 +322,64 @@ def fit(
         )
     eval_model.load_state_dict(best_state)
     eval_model.eval()
-    result = FitResult(best_epoch, best_score, best_breakdown, history, eval_model)
+    result = FitResult(
+        best_epoch,
+        best_score,
+        best_breakdown,
+        history,
+        eval_model,
+        devel=best_pred,
+        seconds=time.perf_counter() - start,
+        amp=use_amp,
+    )
     if out_dir is not None:
-        _write_run(
-            task,
-            result,
-            best_pred,
-            Path(out_dir),
-            config,
-            seed,
-            time.perf_counter() - start,
-            autocast,
-        )
+        write_run(task, result, Path(out_dir), config=config, seed=seed, test=predict_test)
     return result
 
 
-def _write_run(
-    task, result: FitResult, devel_pred, out_dir: Path, config, seed, seconds, autocast
+def predict_split(task: Task, model: nn.Module, split: str, *, amp: bool = False) -> Predictions:
+    """`task.predict` in eval mode, without gradients (bf16 autocast on CUDA when `amp`)."""
+    model.eval()
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+    with torch.no_grad(), ctx:
+        return task.predict(model, split)
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """True when `run_dir` holds a finished run (its metrics.json, written last, exists)."""
+    return (Path(run_dir) / COMPLETE_MARKER).is_file()
+
+
+def run_metrics(task: Task, result: FitResult, seed: int = 0) -> dict[str, Any]:
+    """The content of a run's metrics.json (plain JSON values)."""
+    return {
+        "metric": task.metric,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "per_column": result.score.per_column,
+        "notes": result.score.notes,
+        "epochs_run": len(result.history),
+        "seconds": result.seconds,
+        "seed": seed,
+        "history": result.history,
+    }
+
+
+def write_run(
+    task: Task,
+    result: FitResult,
+    out_dir: Path,
+    *,
+    config: dict | None = None,
+    seed: int = 0,
+    test: bool = True,
 ) -> None:
-    """Write the run folder: every file atomically, test predictions from the best weights."""
+    """Write the run folder; every file atomically and metrics.json last (the complete marker).
+
+    Test predictions come from the best weights, and only when `test` is true.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / COMPLETE_MARKER).unlink(missing_ok=True)  # a rerun into the folder: not complete
     config = json.loads(json.dumps(config or {}, default=str))  # plain JSON types only
     meta = {
         "metric": task.metric,
@@ -285,27 +387,19 @@ def _write_run(
         "score": result.best_score,
         "seed": seed,
     }
-    with torch.no_grad(), autocast():
-        test_pred = task.predict(result.model, "test")
-    metrics = {
-        "metric": task.metric,
-        "best_epoch": result.best_epoch,
-        "best_score": result.best_score,
-        "per_column": result.score.per_column,
-        "notes": result.score.notes,
-        "epochs_run": len(result.history),
-        "seconds": seconds,
-        "seed": seed,
-        "history": result.history,
-    }
+    devel_pred = result.devel
+    if devel_pred is None:
+        devel_pred = predict_split(task, result.model, "devel", amp=result.amp)
+    preds = {"devel": devel_pred}
+    if test:
+        preds["test"] = predict_split(task, result.model, "test", amp=result.amp)
+    metrics = run_metrics(task, result, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split, pred in (("devel", devel_pred), ("test", test_pred)):
+    for split, pred in preds.items():
         pred.meta.update(meta)
         result.predictions[split] = pred.save(out_dir / f"predictions-{split}.npz")
     with atomic_open(out_dir / "config.json") as fh:
         json.dump(config, fh, indent=2)
-    with atomic_open(out_dir / "metrics.json") as fh:
-        json.dump(metrics, fh, indent=2)
     result.checkpoint = save_checkpoint(
         out_dir / "checkpoint.pt",
         result.model,
@@ -314,6 +408,8 @@ def _write_run(
         config=config,
         metrics={k: v for k, v in metrics.items() if k != "history"},
     )
+    with atomic_open(out_dir / COMPLETE_MARKER) as fh:  # last: marks the folder complete
+        json.dump(metrics, fh, indent=2)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -324,11 +420,15 @@ def main(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     overrides = parse_overrides(args.overrides)
     track = get_track(sweep.track)
-    where = str(sweep.path) + (f" (with --set {', '.join(overrides)})" if overrides else "")
     configs = build_configs(
-        sweep.resolve(overrides=overrides), track.sections(sweep.model), where=where
+        sweep.resolve(overrides=overrides),
+        run_sections(track, sweep.model),
+        where=str(sweep.path),
+        overridden=overrides,
     )
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        set_threads(threads=getattr(args, "threads", None))
     name = args.name or f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         safe_name(name, what="--name")

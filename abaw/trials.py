@@ -11,12 +11,17 @@ Study user attributes (set by `abaw tune` when it creates the study):
     abaw_track, abaw_model, abaw_metric   strings
     abaw_sweep, abaw_data                 absolute paths (informational)
     abaw_artifacts                        absolute path of the FileSystemArtifactStore root
+    abaw_keep                             K of `--keep`: files are kept for the top-K completed trials
 
 Trial user attributes:
-    abaw_kept            True while the trial is in the study's top-K and its files exist
+    abaw_kept            True when the trial's files were written (it entered the top-K on
+                         completion). Optuna freezes a finished trial's attributes, so a
+                         trial displaced later keeps the flag while its files are deleted:
+                         `kept_trials` also requires a rank within the study's top `abaw_keep`.
     abaw_checkpoint      artifact ID of checkpoint.pt          (kept trials)
     abaw_predictions_devel, abaw_predictions_test   artifact IDs of the .npz files (kept trials)
     abaw_best_epoch, abaw_epochs_run, abaw_seconds  numbers (completed trials)
+    abaw_setup_seconds   seconds to build the trial's task (data loaded once per worker)
     abaw_fail_reason     one line (failed trials)
 
 An artifact ID is only ever written to a trial after its upload completed, so a
@@ -43,6 +48,7 @@ STUDY_METRIC = "abaw_metric"
 STUDY_SWEEP = "abaw_sweep"
 STUDY_DATA = "abaw_data"
 STUDY_ARTIFACTS = "abaw_artifacts"
+STUDY_KEEP = "abaw_keep"
 
 TRIAL_KEPT = "abaw_kept"
 TRIAL_CHECKPOINT = "abaw_checkpoint"
@@ -50,6 +56,7 @@ TRIAL_BEST_EPOCH = "abaw_best_epoch"
 TRIAL_EPOCHS_RUN = "abaw_epochs_run"
 TRIAL_SECONDS = "abaw_seconds"
 TRIAL_FAIL_REASON = "abaw_fail_reason"
+TRIAL_SETUP_SECONDS = "abaw_setup_seconds"
 
 SPLITS = ("devel", "test")
 
@@ -76,19 +83,35 @@ def artifact_store(root: str | os.PathLike[str]) -> FileSystemArtifactStore:
 def study_info(study: optuna.Study) -> dict[str, Any]:
     """The abaw facts about a study (track, model, metric, ...), or {} for a foreign study."""
     attrs = study.user_attrs
-    keys = (STUDY_TRACK, STUDY_MODEL, STUDY_METRIC, STUDY_SWEEP, STUDY_DATA, STUDY_ARTIFACTS)
+    keys = (
+        STUDY_TRACK,
+        STUDY_MODEL,
+        STUDY_METRIC,
+        STUDY_SWEEP,
+        STUDY_DATA,
+        STUDY_ARTIFACTS,
+        STUDY_KEEP,
+    )
     return {k.removeprefix("abaw_"): attrs[k] for k in keys if k in attrs}
 
 
 def kept_trials(study: optuna.Study, k: int | None = None) -> list[FrozenTrial]:
-    """Completed trials whose files are kept, best first (ties: lower trial number first)."""
-    trials = [
+    """Completed trials whose files are kept, best first (ties: lower trial number first).
+
+    Kept = flagged `abaw_kept` and ranked within the top `abaw_keep` of all completed
+    trials (the tuner deletes the files of trials displaced from there).
+    """
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(TRIAL_KEPT) and t.value is not None
+        if t.value is not None
     ]
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    trials.sort(key=lambda t: (sign * float(t.value), t.number))
+    done.sort(key=lambda t: (sign * float(t.value), t.number))
+    keep = study.user_attrs.get(STUDY_KEEP)
+    if isinstance(keep, int):
+        done = done[:keep]
+    trials = [t for t in done if t.user_attrs.get(TRIAL_KEPT)]
     return trials if k is None else trials[:k]
 
 

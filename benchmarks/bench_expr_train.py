@@ -33,6 +33,7 @@ from abaw.expr.data import ExprData
 from abaw.expr.store import FeatureStore, StoreWriter
 from abaw.expr.track import TRACK, ExprTask
 from abaw.sweep import build_configs, load_sweep
+from abaw.train import run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = {"IRv1-VGGFace2": 512, "IRv1-CASIA": 512, "RegNetY-1.6GF": 888}
@@ -129,7 +130,7 @@ def main() -> None:
     data = build(Path(args.root), args.fraction, 0)
     build_s = time.perf_counter() - t0
     sweep = load_sweep(ROOT / "sweeps" / "expr-fusion.toml")
-    configs = build_configs(sweep.resolve(), TRACK.sections("fusion"), where="expr-fusion")
+    configs = build_configs(sweep.resolve(), run_sections(TRACK, "fusion"), where="expr-fusion")
     task = ExprTask(data, "fusion", configs, "cpu")
     rss_setup = peak_rss_gib()
     cfg, bs, size = configs["train"], configs["train"].batch_size, configs["data"].window

@@ -30,7 +30,7 @@ from abaw.expr.synth import write_expr
 from abaw.metrics import macro_f1
 from abaw.sweep import build_configs, load_sweep, parse_overrides
 from abaw.track import get_track
-from abaw.train import fit
+from abaw.train import fit, run_sections
 
 SWEEPS = ["expr-fusion", "expr-vggface2", "expr-casia", "expr-regnet"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def main() -> None:
                 **parse_overrides(args.overrides),
             }
         )
-        configs = build_configs(flat, track.sections(sweep.model), where=name)
+        configs = build_configs(flat, run_sections(track, sweep.model), where=name)
         t0 = time.perf_counter()
         task = track.prepare(root, sweep.model, configs, device)
         res = fit(task, configs["train"], device=device, seed=args.seed)

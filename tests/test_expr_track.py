@@ -280,9 +280,10 @@ def test_smoothing_section_changes_predictions_within_videos():
 
 
 def test_track_sections_and_checkpoint_rebuild():
-    from abaw.train import TrainConfig
+    from abaw.train import TrainConfig, run_sections
 
-    secs = TRACK.sections("fusion")
+    assert "train" not in TRACK.sections("fusion")  # the trainer adds its own section
+    secs = run_sections(TRACK, "fusion")
     assert secs["model"] is FusionConfig and secs["train"] is TrainConfig
     assert TRACK.models() == ["fusion"] and TRACK.columns == CLASSES and TRACK.metric == "macro_f1"
     task = _task(model=FusionConfig(fuse="project", project_dim=8))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,80 @@ def test_never_finite_metric_is_a_clear_error():
         ToyTask(scripted=[float("nan"), 0.2, 0.1]), _cfg(epochs=3), device=CPU, show_progress=False
     )
     assert r.best_epoch == 2
+
+
+def test_plain_line_per_epoch_when_not_a_terminal(capsys):
+    fit(ToyTask(), _cfg(epochs=3), device=CPU)  # pytest's captured stderr is not a terminal
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/3", "2/3", "3/3"]
+    assert all(
+        "loss " in ln and "pearson " in ln and "best " in ln and ln.endswith(" s") for ln in lines
+    )
+    fit(ToyTask(), _cfg(epochs=2), device=CPU, show_progress=False)
+    assert "epoch 1/2" not in capsys.readouterr().out  # an explicit choice turns the lines off
+
+
+def test_metrics_json_is_written_last_and_marks_the_run_complete(tmp_path, monkeypatch):
+    import abaw.train as train
+
+    fit(ToyTask(), _cfg(epochs=2), device=CPU, out_dir=tmp_path / "ok", show_progress=False)
+    assert train.is_complete(tmp_path / "ok")
+
+    def killed(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(train, "save_checkpoint", killed)
+    with pytest.raises(OSError):
+        fit(ToyTask(), _cfg(epochs=2), device=CPU, out_dir=tmp_path / "ok", show_progress=False)
+    assert not train.is_complete(tmp_path / "ok"), "a rerun that died must not look complete"
+
+
+def test_test_predictions_are_optional(tmp_path):
+    r = fit(
+        ToyTask(),
+        _cfg(epochs=2),
+        device=CPU,
+        out_dir=tmp_path,
+        predict_test=False,
+        show_progress=False,
+    )
+    assert sorted(r.predictions) == ["devel"] and not (tmp_path / "predictions-test.npz").exists()
+    assert r.devel is not None and r.devel.labels is not None
+
+
+def test_set_threads_fair_share(monkeypatch):
+    from abaw.train import cpu_count, set_threads
+
+    monkeypatch.delenv("ABAW_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(jobs=10**6) == 1
+        assert set_threads(jobs=1) == cpu_count()
+        assert set_threads(threads=1) == 1
+        monkeypatch.setenv("ABAW_THREADS", "1")
+        assert set_threads(jobs=1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("ABAW_THREADS", "two")
+        with pytest.raises(ConfigError, match="ABAW_THREADS"):
+            set_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_set_error_names_only_the_faulting_key(tmp_path):
+    from abaw.eri.track import TRACK
+    from abaw.sweep import build_configs, load_sweep
+    from abaw.train import run_sections
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "eri-fusion.toml")
+    overrides = {"train.lr": 3e-4, "model.embed_dims": 128, "train.epochs": 5}
+    with pytest.raises(ConfigError) as e:
+        build_configs(
+            sweep.resolve(overrides=overrides),
+            run_sections(TRACK, "fusion"),
+            where=str(sweep.path),
+            overridden=overrides,
+        )
+    msg = str(e.value)
+    assert "(with --set model.embed_dims): unknown key 'model.embed_dims'" in msg
+    assert "train.lr" not in msg and "train.epochs" not in msg

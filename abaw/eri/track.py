@@ -31,7 +31,6 @@ from abaw.errors import ConfigError
 from abaw.losses import eri_loss
 from abaw.metrics import Score, mean_pearson
 from abaw.predictions import Predictions
-from abaw.train import TrainConfig
 
 
 def _paper_features() -> dict[str, str]:
@@ -299,25 +298,49 @@ class EriTrack:
             "data": EriDataConfig,
             "model": eri_models.MODELS[model][0],
             "loss": EriLossConfig,
-            "train": TrainConfig,
-        }
+        }  # the trainer adds its own "train" section (abaw.train.run_sections)
 
-    def prepare(
-        self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
-    ) -> EriTask:
-        """Load the features the model needs (once) and put them on `device`."""
+    def data_key(self, model: str, configs: dict[str, Any]) -> tuple:
+        """What `load_data` reads: the used feature sets, their modalities, cache and z-scoring."""
+        dc: EriDataConfig = configs["data"]
+        groups = _groups(model, configs["model"], dc)
+        names = sorted({f for fs in groups.values() for f in fs})
+        return (tuple((f, dc.features[f]) for f in names), dc.use_cache, dc.standardize)
+
+    def load_data(self, data_dir: Path, model: str, configs: dict[str, Any]) -> Any:
+        """Read the feature sets the model needs (max_len and cut are applied later, per task)."""
         from abaw.eri.data import load_eri
 
-        groups = _groups(model, configs["model"], configs["data"])
-        names = sorted({f for fs in groups.values() for f in fs})
-        dc: EriDataConfig = configs["data"]
-        data = load_eri(
-            Path(data_dir),
-            {f: dc.features[f] for f in names},
-            use_cache=dc.use_cache,
-            standardize=dc.standardize,
+        features, use_cache, standardize = self.data_key(model, configs)
+        return load_eri(
+            Path(data_dir), dict(features), use_cache=use_cache, standardize=standardize
         )
+
+    def prepare(
+        self,
+        data_dir: Path,
+        model: str,
+        configs: dict[str, Any],
+        device: torch.device,
+        *,
+        data: Any = None,
+    ) -> EriTask:
+        """Load the features the model needs (unless given) and put them on `device`."""
+        if data is None:
+            data = self.load_data(data_dir, model, configs)
         return EriTask(data, model, configs, device)
+
+    def synth(self, args: Any, out: Path, features: list[str] | None) -> None:
+        """`abaw synth --track eri`."""
+        from abaw.eri.synth import cli_synth
+
+        cli_synth(args, out, features)
+
+    def inspect(self, data_dir: Path, *, features: list[str] | None = None, use_cache: bool = True):
+        """`abaw inspect --track eri`."""
+        from abaw.eri.data import inspect_data
+
+        return inspect_data(Path(data_dir), features=features, use_cache=use_cache)
 
     def build_model(self, spec: dict) -> nn.Module:
         """Rebuild a model from the plain spec stored in a checkpoint."""

@@ -421,36 +421,81 @@ class ExprTrack:
 
     def sections(self, model: str) -> dict[str, type]:
         """Config dataclasses of each section of a sweep for `model`."""
-        from abaw.train import TrainConfig
-
         return {
             "data": ExprDataConfig,
             "model": model_config(model),
             "loss": FocalConfig,
             "predict": SmoothingConfig,
-            "train": TrainConfig,
-        }
+        }  # the trainer adds its own "train" section (abaw.train.run_sections)
 
-    def prepare(
-        self, data_dir: Path, model: str, configs: dict[str, Any], device: torch.device
-    ) -> ExprTask:
-        """Load the data set once (features streamed from the store) and return the task."""
+    def data_key(self, model: str, configs: dict[str, Any]) -> tuple:
+        """What `load_data` reads: backbones, cache switch, fill policy and test lists."""
+        cfg = configs.get("data") or ExprDataConfig()
+        return (
+            tuple(cfg.backbones) if cfg.backbones else None,
+            cfg.use_cache,
+            cfg.fill,
+            cfg.test_frames,
+            cfg.test_videos,
+        )
+
+    def load_data(self, data_dir: Path, model: str, configs: dict[str, Any]) -> Any:
+        """Open the feature store (built on first use); windows are cut later, per task."""
         from abaw.expr.data import load_expr
 
-        cfg = configs.get("data") or ExprDataConfig()
-        data = load_expr(
+        backbones, use_cache, fill, test_frames, test_videos = self.data_key(model, configs)
+        return load_expr(
             data_dir,
-            cfg.backbones,
-            use_cache=cfg.use_cache,
-            fill=cfg.fill,
-            test_frames=cfg.test_frames,
-            test_videos=cfg.test_videos,
+            list(backbones) if backbones else None,
+            use_cache=use_cache,
+            fill=fill,
+            test_frames=test_frames,
+            test_videos=test_videos,
         )
+
+    def prepare(
+        self,
+        data_dir: Path,
+        model: str,
+        configs: dict[str, Any],
+        device: torch.device,
+        *,
+        data: Any = None,
+    ) -> ExprTask:
+        """Load the data set once (unless given; features streamed from the store) and return the task."""
+        if data is None:
+            data = self.load_data(data_dir, model, configs)
         task = ExprTask(data, model, configs, device)
         # Say loudly what a run without a test set produces (and data-layer warnings about
         # the test lists): an empty predictions-test.npz must never pass for a real one.
         task.notes += [w for w in data.warnings if w.startswith("NO TEST SET")]
         return task
+
+    def synth(self, args: Any, out: Path, features: list[str] | None) -> None:
+        """`abaw synth --track expr`."""
+        from abaw.expr.synth import cli_synth
+
+        cli_synth(args, out, features)
+
+    def inspect(
+        self,
+        data_dir: Path,
+        *,
+        features: list[str] | None = None,
+        use_cache: bool = True,
+        test_frames: str | None = None,
+        test_videos: str | None = None,
+    ):
+        """`abaw inspect --track expr` (test lists found by name unless given)."""
+        from abaw.expr.data import inspect_data
+
+        return inspect_data(
+            Path(data_dir),
+            features=features,
+            use_cache=use_cache,
+            test_frames=test_frames,
+            test_videos=test_videos,
+        )
 
     def build_model(self, spec: dict) -> nn.Module:
         """Rebuild a model from a checkpoint's `model_spec` (no data needed)."""
