@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ RUNNABLE = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python"}
 # An unlabelled block that starts like this is a command that would never run: label it.
 LOOKS_LIKE_A_COMMAND = re.compile(r"^\s*(\$ )?(abaw|pip|python|optuna-dashboard)\b")
 BLOCK_TIMEOUT_S = 300
+# Pages run two at a time: each is a chain of single-threaded processes, so two fill two
+# cores. ABAW_DOCS_JOBS=1 runs them one by one.
+DOCS_JOBS = 2
 
 # Budget rewrites (Contract D): the commands a reader copies are the real ones;
 # the test runs them at the smallest size that still exercises every code path.
@@ -67,6 +71,7 @@ class Block:
     flags: str
     text: str
     before: str  # the last non-blank line before the fence
+    end: int = 0  # 1-based line of the closing fence
 
     @property
     def no_test(self) -> bool:
@@ -90,9 +95,13 @@ def parse_blocks(page: Path) -> list[Block]:
         fence, lang, flags = m.group(1), m.group(2).lower(), m.group(3)
         before = next((x for x in reversed(lines[:i]) if x.strip()), "")
         j = i + 1
-        while j < len(lines) and not re.match(rf"^ {{0,3}}{fence[0]}{{{len(fence)},}}\s*$", lines[j]):
+        while j < len(lines) and not re.match(
+            rf"^ {{0,3}}{fence[0]}{{{len(fence)},}}\s*$", lines[j]
+        ):
             j += 1
-        blocks.append(Block(page, i + 1, lang, flags, "\n".join(lines[i + 1 : j]), before))
+        blocks.append(
+            Block(page, i + 1, lang, flags, "\n".join(lines[i + 1 : j]), before, end=j + 1)
+        )
         i = j + 1
     return blocks
 
@@ -101,6 +110,7 @@ def parse_blocks(page: Path) -> list[Block]:
 PYTHON_REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\btrials=\d+"), "trials=2"),
     (re.compile(r"""\bscale=(["'])(small|full)\1"""), 'scale="tiny"'),
+    (re.compile(r"""(["']train\.epochs["']\s*:\s*)\d+"""), r"\g<1>2"),
 ]
 
 
@@ -118,12 +128,18 @@ def _missing_stages() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """Tiny synthetic data sets, made once: <root>/eri (MuSe layout) and <root>/expr."""
+    from abaw.eri.data import load_eri
     from abaw.eri.synth import write_eri
+    from abaw.expr.data import load_expr
     from abaw.expr.synth import write_expr
 
     root = tmp_path_factory.mktemp("docs-data")
-    write_eri(root / "eri", scale="tiny", seed=0, n_jobs=1, show_progress=False)
+    oracle = write_eri(root / "eri", scale="tiny", seed=0, n_jobs=1, show_progress=False)
     write_expr(root / "expr", scale="tiny", seed=0, show_progress=False)
+    # Warm the loaders' caches (copied with the data, keyed on file names, sizes, mtimes),
+    # so each page does not parse the same CSVs again.
+    load_eri(root / "eri", oracle["features"], n_jobs=1)
+    load_expr(root / "expr", show_progress=False)
     return root
 
 
@@ -209,29 +225,59 @@ def _page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_page_id)
-def test_page_commands_run(page, tiny_data, shim_bin, tmp_path):
-    """Every runnable block of the page succeeds, in order, in one fresh folder."""
-    blocks = parse_blocks(page)
-    todo = _runnable(page, blocks)
+def run_page(page: Path, tiny_data: Path, shim_bin: Path, workdir: Path) -> tuple[str, str]:
+    """Run a page's blocks in order in `workdir`: ("pass" | "skip" | "xfail" | "fail", message)."""
+    todo = _runnable(page, parse_blocks(page))
     if not todo:
-        pytest.skip(f"{_page_id(page)} has no runnable block")
-    _prepare(tmp_path, tiny_data, todo)
+        return "skip", f"{_page_id(page)} has no runnable block"
+    _prepare(workdir, tiny_data, todo)
     env = _env(shim_bin)
     for block in todo:
-        r = _run_block(block, tmp_path, env)
+        try:
+            r = _run_block(block, workdir, env)
+        except subprocess.TimeoutExpired:
+            return "fail", f"{block.where}: block ran longer than {BLOCK_TIMEOUT_S} s"
         if r.returncode == 0:
             continue
         output = r.stdout[-3000:] + "\n" + r.stderr[-3000:]
         reason = _pending_reason(block, output)
         if reason:
-            pytest.xfail(reason)
-        pytest.fail(
+            return "xfail", reason
+        return "fail", (
             f"{block.where}: block exited {r.returncode}\n--- block (as run) ---\n"
-            f"{rewrite(block.text, RUNNABLE[block.lang])}\n"
-            f"--- output ---\n{output}",
-            pytrace=False,
+            f"{rewrite(block.text, RUNNABLE[block.lang])}\n--- output ---\n{output}"
         )
+    return "pass", ""
+
+
+@pytest.fixture(scope="session")
+def page_outcomes(request, tiny_data, shim_bin, tmp_path_factory) -> dict[Path, tuple[str, str]]:
+    """Run the selected pages, DOCS_JOBS at a time (each in its own folder and processes)."""
+    pages = [
+        item.callspec.params["page"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_page_commands_run"
+    ]
+    jobs = max(1, int(os.environ.get("ABAW_DOCS_JOBS", DOCS_JOBS)))
+
+    def one(page: Path) -> tuple[str, str]:
+        workdir = tmp_path_factory.mktemp(page.stem)
+        return run_page(page, tiny_data, shim_bin, workdir)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(zip(pages, pool.map(one, pages), strict=True))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_page_commands_run(page, page_outcomes):
+    """Every runnable block of the page succeeds, in order, in one fresh folder."""
+    status, message = page_outcomes[page]
+    if status == "skip":
+        pytest.skip(message)
+    if status == "xfail":
+        pytest.xfail(message)
+    if status == "fail":
+        pytest.fail(message, pytrace=False)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
@@ -251,8 +297,9 @@ def test_page_follows_the_convention(page):
             )
     lines = page.read_text(encoding="utf-8").splitlines()
     fences = {b.line for b in blocks if b.no_test}
+    inside = {n for b in blocks for n in range(b.line, b.end + 1)}
     for n, line in enumerate(lines, 1):
-        if NO_TEST_COMMENT.match(line):
+        if n not in inside and NO_TEST_COMMENT.match(line):
             nxt = next((k for k in range(n, len(lines)) if lines[k].strip()), None)
             if nxt is None or nxt + 1 not in fences:
                 problems.append(f"{_page_id(page)}:{n}: no-test comment without a no-test block")
@@ -272,7 +319,9 @@ def test_every_page_is_linked():
     while todo:
         text = todo.pop().read_text(encoding="utf-8")
         for name, page in by_name.items():
-            if name not in seen and re.search(rf"\(([\w./-]*/)?{re.escape(name)}(#[\w-]*)?\)", text):
+            if name not in seen and re.search(
+                rf"\(([\w./-]*/)?{re.escape(name)}(#[\w-]*)?\)", text
+            ):
                 seen.add(name)
                 todo.append(page)
     unlinked = sorted(set(by_name) - seen)
@@ -307,7 +356,8 @@ def test_harness_parses_and_rewrites():
         "true && abaw synth --scale tiny --out d && "
         "abaw tune --trials 2 --set train.epochs=2 && abaw demo --minutes 0.5"
     )
-    py = 'run_study(s, "data/eri", trials=40, overrides=["train.epochs=30"]); write(scale="small")'
+    py = 'run_study(s, "d", trials=40, overrides={"train.epochs": 30}); write(scale="small")'
     assert rewrite(py, "python") == (
-        'run_study(s, "data/eri", trials=2, overrides=["train.epochs=2"]); write(scale="tiny")'
+        'run_study(s, "d", trials=2, overrides={"train.epochs": 2}); write(scale="tiny")'
     )
+    assert rewrite('["train.epochs=30"]', "python") == '["train.epochs=2"]'
