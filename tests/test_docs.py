@@ -79,7 +79,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        return f"{_page_id(self.page)}:{self.line}"
 
 
 def parse_blocks(page: Path) -> list[Block]:
@@ -222,7 +222,7 @@ def _runnable(page: Path, blocks: list[Block]) -> list[Block]:
 
 
 def _page_id(page: Path) -> str:
-    return str(page.relative_to(ROOT))
+    return str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else page.name
 
 
 def run_page(page: Path, tiny_data: Path, shim_bin: Path, workdir: Path) -> tuple[str, str]:
@@ -361,3 +361,27 @@ def test_harness_parses_and_rewrites():
         'run_study(s, "d", trials=2, overrides={"train.epochs": 2}); write(scale="tiny")'
     )
     assert rewrite('["train.epochs=30"]', "python") == '["train.epochs=2"]'
+
+
+def test_harness_runs_fails_and_xfails(tmp_path, tiny_data, shim_bin, monkeypatch):
+    """A page passes, fails with the block and its output, or xfails only for a missing stage."""
+    monkeypatch.setitem(PENDING, "frobnicate", "abaw.frobnicate")  # a stage that does not exist
+    pages = {
+        "ok": "```bash\nabaw --version\ntest -f data/eri/labels.csv && test -d sweeps\n```\n",
+        "typo": "```bash\nabaw --version\nabaw inspect --track eri --dta data/eri\n```\n",
+        "pending": '```bash\necho "abaw frobnicate: not built yet in this version" >&2; exit 2\n```\n',
+        "built": '```bash\necho "abaw train: not built yet in this version" >&2; exit 2\n```\n',
+        "skipped": "<!-- no-test: demo -->\n```bash no-test\nexit 1\n```\n",
+    }
+    outcomes = {}
+    for name, text in pages.items():
+        page = tmp_path / f"{name}.md"
+        page.write_text(text)
+        (tmp_path / name).mkdir()
+        outcomes[name] = run_page(page, tiny_data, shim_bin, tmp_path / name)
+    assert outcomes["ok"] == ("pass", "")
+    status, message = outcomes["typo"]
+    assert status == "fail" and "--dta data/eri" in message and "required: --data" in message
+    assert outcomes["pending"][0] == "xfail" and "abaw.frobnicate" in outcomes["pending"][1]
+    assert outcomes["built"][0] == "fail"  # abaw.train exists: its failure is a real one
+    assert outcomes["skipped"][0] == "skip"
