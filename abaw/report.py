@@ -138,9 +138,13 @@ def _save(fig, path: Path, *, tight: bool = True) -> Path:
     return path
 
 
-def _optuna_plot(fn, study: optuna.Study, path: Path, title: str, **kw) -> Path:
+def _optuna_plot(
+    fn, study: optuna.Study, path: Path, title: str, *, integer_x: bool = False, **kw
+) -> Path:
     """An `optuna.visualization.matplotlib` plot, saved with our title and size."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     # Optuna switches the global style to ggplot; keep that inside its own figures.
     with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend
@@ -148,6 +152,8 @@ def _optuna_plot(fn, study: optuna.Study, path: Path, title: str, **kw) -> Path:
     axes = np.atleast_1d(ax).ravel()
     fig = axes[0].figure
     fig.set_size_inches(max(fig.get_size_inches()[0], 7.5), max(fig.get_size_inches()[1], 4.5))
+    if integer_x:  # trial numbers: no 0.25 ticks on a young study
+        axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:  # replace Optuna's own title, wherever it put it
         for loc in ("left", "center", "right"):
             ax.set_title("", loc=loc)
@@ -366,19 +372,23 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}figure{margin:1em 0 2em}
 img{max-width:100%;border:1px solid #eee}figcaption{font-size:0.9em;color:#555}
+.facts th{text-align:left;background:#f7f7f7}
 .note{background:#fff8e0;border-left:4px solid #e0b000;padding:0.4em 0.8em}"""
 
 
 def _html_page(title: str, facts: list[tuple[str, Any]], sections: list[str], figures, notes):
+    """Facts, notes, figures first (the at-a-glance part), then the tables."""
+    facts_rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        _table(["", ""], [[k, v] for k, v in facts]),
+        f'<table class="facts"><tbody>{facts_rows}</tbody></table>',
     ]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
-    parts += sections
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -387,6 +397,7 @@ def _html_page(title: str, facts: list[tuple[str, Any]], sections: list[str], fi
             f"<figcaption><b>{path.name}</b>: {html.escape(CAPTIONS.get(name, ''))}"
             "</figcaption></figure>"
         )
+    parts += sections
     parts.append(f"<p><small>abaw {__version__}</small></p></body></html>")
     return "\n".join(parts)
 
@@ -428,6 +439,7 @@ def _study_report(
             study,
             out / "history.png",
             "Optimisation history",
+            integer_x=True,
             target_name=f"devel {metric}",
         )
     else:
@@ -478,7 +490,7 @@ def _study_report(
             t.value,
             t.user_attrs.get(TRIAL_BEST_EPOCH, ""),
             t.user_attrs.get(TRIAL_EPOCHS_RUN, ""),
-            f"{t.user_attrs.get(TRIAL_SECONDS, float('nan')):.1f}",
+            _num(t.user_attrs.get(TRIAL_SECONDS)),
             "yes" if t.user_attrs.get(TRIAL_KEPT) else "",
             *[_fmt_param(t.params.get(p, "")) for p in shown],
         ]
