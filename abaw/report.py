@@ -72,13 +72,14 @@ class Report:
 def _open_storage(storage: str | None, runs: Path) -> optuna.storages.BaseStorage:
     """Contract A's storage semantics (swapped for `abaw.tune.open_storage` at merge).
 
-    None: the local journal file `<runs>/optuna-journal.log`; a URL: RDBStorage.
+    None: the local journal file `<runs>/optuna-journal.log`; a path ending in `.log`: that
+    journal file; a URL: RDBStorage.
     """
-    if storage is None:
+    if storage is None or ("://" not in storage and storage.endswith(".log")):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(runs) / "optuna-journal.log"
+        path = Path(runs) / "optuna-journal.log" if storage is None else Path(storage)
         if not path.is_file():
             raise AbawError(
                 f"no study storage at {path}; run `abaw tune` first or pass --storage URL / --runs DIR"

@@ -247,6 +247,8 @@ def test_unknown_names_are_one_sentence(tmp_path):
     make_ensemble(runs, "eri", name="a")
     with pytest.raises(AbawError, match=r"no ensemble 'b'.*ensembles in .*: a"):
         make_report(ensemble="b", runs=runs)
+    journal = str(runs / "optuna-journal.log")
+    assert make_report(study="eri-demo", storage=journal, out=tmp_path / "r2").html.is_file()
     with pytest.raises(AbawError, match="exactly one"):
         make_report(runs=runs)
 
@@ -259,7 +261,11 @@ def test_cli(tmp_path):
     r = subprocess.run([*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").is_file() and "confusion.png" in r.stdout
+    journal = str(runs / "optuna-journal.log")  # --storage may name the journal file itself
     r = subprocess.run(
-        [*cmd[:4], "--study", "nope", "--runs", str(runs)], cwd=ROOT, capture_output=True, text=True
+        [*cmd[:4], "--study", "nope", "--storage", journal],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1 and "no study named 'nope'" in r.stderr and "Traceback" not in r.stderr
