@@ -194,6 +194,9 @@ def _plot_intermediate(study: optuna.Study, metric: str, path: Path) -> Path | N
             label=None if t.state in seen else label,
         )
         seen.add(t.state)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"devel {metric}")
     ax.set_title("Learning curves: completed vs pruned trials")
@@ -245,8 +248,15 @@ def _plot_scatter(pred: Predictions, path: Path, title: str) -> Path:
             continue
         c = pred.columns[i]
         ax.scatter(y[:, i], p[:, i], s=6, alpha=0.5, color="tab:blue")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        # Pearson ignores scale: the y axis follows the predictions (an early model's sit in
+        # a narrow band) and the line is the least-squares fit, whose slope sign is r's.
+        if np.ptp(y[:, i]) > 0:
+            slope, icept = np.polyfit(y[:, i], p[:, i], 1)
+            ax.axline((0, icept), slope=slope, color="tab:orange", lw=1.2)
         ax.set_xlim(-0.03, 1.03)
+        lo, hi = float(p[:, i].min()), float(p[:, i].max())
+        pad = 0.08 * (hi - lo) or 0.05
+        ax.set_ylim(lo - pad, hi + pad)
         ax.set_title(f"{c}  (r = {r.get(c, float('nan')):.3f})", fontsize=10)
         ax.set_xlabel("true intensity", fontsize=9)
         ax.set_ylabel("predicted", fontsize=9)
@@ -362,7 +372,8 @@ CAPTIONS = {
     "intermediate": "Per-epoch devel score: completed trials (solid) vs pruned ones (dashed).",
     "slice": "Slice plot: devel score against each searched parameter.",
     "per_column": "Devel score per emotion / class.",
-    "scatter": "Predicted vs true intensity on devel, one panel per emotion.",
+    "scatter": "Predicted vs true intensity on devel, one panel per emotion, with the "
+    "least-squares line (the y axis spans the predictions).",
     "confusion": "Row-normalised confusion matrix of the argmax on annotated devel frames.",
     "weights": "Member weights in the ensemble.",
     "scores": "Devel score of each member, the ensemble, and the honest (cross-fitted) estimates.",
