@@ -114,11 +114,28 @@ PYTHON_REWRITES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+TRAINING_COMMAND = re.compile(r"\babaw (train|tune)\b")
+
+
+def _pin_epochs(text: str) -> str:
+    """`abaw train|tune` without `train.epochs=` gets `--set train.epochs=2`: the sweep's own
+    value (100 for the paper) would make one docs page take an hour."""
+    text = text.replace("\\\n", " ")  # one logical line per command
+    out = []
+    for line in text.split("\n"):
+        parts = re.split(r"(&&|\|\||;|\|)", line)
+        for i, part in enumerate(parts):
+            if TRAINING_COMMAND.search(part) and "train.epochs=" not in part:
+                parts[i] = TRAINING_COMMAND.sub(r"abaw \1 --set train.epochs=2", part, count=1)
+        out.append("".join(parts))
+    return "\n".join(out)
+
+
 def rewrite(text: str, lang: str = "bash") -> str:
     rules = REWRITES if lang == "bash" else REWRITES[:-1] + PYTHON_REWRITES
     for pattern, repl in rules:
         text = pattern.sub(repl, text)
-    return text
+    return _pin_epochs(text) if lang == "bash" else text
 
 
 def _missing_stages() -> dict[str, str]:
@@ -355,6 +372,13 @@ def test_harness_parses_and_rewrites():
     assert rewrite(cmd) == (
         "true && abaw synth --scale tiny --out d && "
         "abaw tune --trials 2 --set train.epochs=2 && abaw demo --minutes 0.5"
+    )
+    multi = (
+        "abaw tune --sweep s.toml \\\n  --trials 50  # note\nabaw train --sweep s.toml --set x=1"
+    )
+    assert rewrite(multi) == (
+        "abaw tune --set train.epochs=2 --sweep s.toml    --trials 2  # note\n"
+        "abaw train --set train.epochs=2 --sweep s.toml --set x=1"
     )
     py = 'run_study(s, "d", trials=40, overrides={"train.epochs": 30}); write(scale="small")'
     assert rewrite(py, "python") == (
