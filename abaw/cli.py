@@ -249,10 +249,21 @@ def _args_validate(p: argparse.ArgumentParser) -> None:
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="STUDY|ENSEMBLE", help="a study or ensemble name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--study", metavar="NAME", help="an Optuna study made by `abaw tune`")
+    src.add_argument("--ensemble", metavar="NAME", help="an ensemble made by `abaw ensemble`")
     _storage(p)
     _runs(p)
-    p.add_argument("--out", metavar="DIR", help="where to write tables and plots")
+    p.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="artifact store folder (default: the one the study records)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for report.html and the PNG figures (default: <runs>/reports/NAME/)",
+    )
 
 
 def _args_demo(p: argparse.ArgumentParser) -> None:
@@ -330,7 +341,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "report",
         "tables and plots of a study or an ensemble",
-        "abaw report eri-fusion --out reports/",
+        "abaw report --study eri-fusion --out reports/eri-fusion",
         _args_report,
         "abaw.report:main",
     ),

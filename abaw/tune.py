@@ -92,7 +92,11 @@ def _sqlalchemy_url(url: str) -> str:
 
 
 def open_storage(
-    storage: str | None, *, runs: str | os.PathLike[str] = "runs", heartbeat: int = HEARTBEAT_S
+    storage: str | None,
+    *,
+    runs: str | os.PathLike[str] = "runs",
+    heartbeat: int = HEARTBEAT_S,
+    create: bool = True,
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage of `--storage`.
 
@@ -104,9 +108,16 @@ def open_storage(
         runs: the run directory holding the default journal file.
         heartbeat: RDB only: seconds between a running trial's heartbeats; a trial without
             one for twice this long is failed and retried once with the same parameters.
+        create: False for readers (studies, ensemble, report): a missing journal file is an
+            error naming it, instead of a new empty storage.
     """
     if storage is None or ("://" not in storage and storage.endswith(".log")):
         path = Path(runs) / JOURNAL_FILE if storage is None else Path(storage)
+        if not create and not path.is_file():
+            raise AbawError(
+                f"no study storage at {path}: run `abaw tune` first, or pass --runs DIR / "
+                "--storage URL"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -148,7 +159,7 @@ def load_study(
     name: str, *, storage: str | None = None, runs: str | os.PathLike[str] = "runs"
 ) -> optuna.Study:
     """An existing study; a clear AbawError listing the storage's studies when it is absent."""
-    st = open_storage(storage, runs=runs)
+    st = open_storage(storage, runs=runs, create=False)
     names = optuna.get_all_study_names(st)
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
@@ -1044,7 +1055,7 @@ def main(args: argparse.Namespace) -> int:
 
 def study_rows(storage: str | None, runs: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """One plain dict per study of a storage: name, track, model, counts per state, best."""
-    st = open_storage(storage, runs=runs)
+    st = open_storage(storage, runs=runs, create=False)
     rows = []
     for name in sorted(optuna.get_all_study_names(st)):
         study = optuna.load_study(study_name=name, storage=st)
