@@ -863,10 +863,11 @@ def print_table(manifest: dict[str, Any], members: Sequence[Member] | None = Non
         offs = ", ".join(f"{k} {v:+.2f}" for k, v in pp["class_offsets"].items() if v)
         console.print(
             f"post-processing: smoothing {pp['smoothing']['kind']} width "
-            f"{pp['smoothing']['width']}; class offsets: {offs or 'none'}"
+            f"{pp['smoothing']['width']}; class offsets: {offs or 'none'}",
+            soft_wrap=True,
         )
     for note in manifest.get("notes", []):
-        console.print(f"note: {note}", markup=False)
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -893,5 +894,6 @@ def main(args: argparse.Namespace) -> int:
     console.print(
         f"wrote {res.out_dir}/ (predictions-devel.npz, predictions-test.npz, manifest.json)",
         markup=False,
+        soft_wrap=True,
     )
     return 0

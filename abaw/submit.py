@@ -228,7 +228,17 @@ def validate(
     """
     from abaw.track import get_track
 
-    return get_track(track).validate_submission(Path(path), Path(data), frames=frames)
+    problems = get_track(track).validate_submission(Path(path), Path(data), frames=frames)
+    return sorted_problems(problems)
+
+
+def sorted_problems(problems: list[Problem]) -> list[Problem]:
+    """Whole-file problems first, then by file and row; summaries of many rows last."""
+
+    def key(p: Problem):
+        return (p.count > 1, p.row is not None, p.file or "", p.row or 0)
+
+    return sorted(problems, key=key)
 
 
 @dataclass
@@ -366,7 +376,9 @@ def print_problems(problems: list[Problem], path: str, limit: int = SHOWN) -> No
     from abaw.console import err_console
 
     n = total(problems)
-    err_console.print(f"{path}: {n} problem(s); the server would reject it", markup=False)
+    err_console.print(
+        f"{path}: {n} problem(s); the server would reject it", markup=False, soft_wrap=True
+    )
     shown = 0
     for p in problems:
         if shown >= limit:
@@ -374,7 +386,7 @@ def print_problems(problems: list[Problem], path: str, limit: int = SHOWN) -> No
         err_console.print(f"  {p}", markup=False, soft_wrap=True)
         shown += p.count
     if n > shown:
-        err_console.print(f"  ... and {n - shown} more problem(s)", markup=False)
+        err_console.print(f"  ... and {n - shown} more problem(s)", markup=False, soft_wrap=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -397,16 +409,16 @@ def main(args: argparse.Namespace) -> int:
         name=args.name,
     )
     for note in res.notes:
-        console.print(f"note: {note}", markup=False)
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     what = (
         f"{len(res.files)} per-video files in {res.folder}/"
         if len(res.files) > 1
         else str(res.files[0])
     )
-    console.print(f"validated: {res.rows} rows, 0 problems", markup=False)
-    console.print(f"submission: {what}", markup=False)
-    console.print(f"upload:     {res.zip}", markup=False)
-    console.print(f"manifest:   {res.manifest}", markup=False)
+    console.print(f"validated: {res.rows} rows, 0 problems", markup=False, soft_wrap=True)
+    console.print(f"submission: {what}", markup=False, soft_wrap=True)
+    console.print(f"upload:     {res.zip}", markup=False, soft_wrap=True)
+    console.print(f"manifest:   {res.manifest}", markup=False, soft_wrap=True)
     return 0
 
 
@@ -418,5 +430,5 @@ def validate_main(args: argparse.Namespace) -> int:
     if problems:
         print_problems(problems, args.path)
         return 1
-    console.print(f"OK: {args.path} passes every {args.track} check", markup=False)
+    console.print(f"OK: {args.path} passes every {args.track} check", markup=False, soft_wrap=True)
     return 0

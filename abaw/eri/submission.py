@@ -159,7 +159,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
         add_rows(
             probs,
             rows[unparsed],
-            lambda i, t=t[unparsed], col=col: f"{col}: {t[i]!r} is not a number",
+            lambda i, t=t[unparsed], col=col: f"{col}: {str(t[i])!r} is not a number",
             file,
         )
         add_rows(
@@ -179,7 +179,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     add_rows(
         probs,
         rows[sep],
-        lambda i, s=ids[sep]: f"File_ID {s[i]!r} contains a path separator or '..'",
+        lambda i, s=ids[sep]: f"File_ID {str(s[i])!r} contains a path separator or '..'",
         file,
     )
     b = bare(ids)
@@ -189,7 +189,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     add_rows(
         probs,
         rows[unknown],
-        lambda i, s=ids[unknown]: f"File_ID {s[i]!r} is not a test ID of the data (extra row)",
+        lambda i, s=ids[unknown]: f"File_ID {str(s[i])!r} is not a test ID of the data (extra row)",
         file,
     )
     known = pos >= 0
@@ -203,7 +203,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
             probs,
             rows[dup],
             lambda i: (
-                f"File_ID {expected[dpos[i]]!r} again (first on row {first_at[int(dpos[i])]})"
+                f"File_ID {str(expected[dpos[i]])!r} again (first on row {first_at[int(dpos[i])]})"
             ),
             file,
         )

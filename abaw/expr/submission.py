@@ -317,7 +317,7 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
     add_rows(
         probs,
         rows[badlab],
-        lambda i, t=labs[badlab]: f"label {t[i]!r} is not an integer 0..7",
+        lambda i, t=labs[badlab]: f"label {str(t[i])!r} is not an integer 0..7",
         file,
     )
     s = pd.Series(locs)
@@ -330,7 +330,7 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
         probs,
         rows[pathy],
         lambda i, t=locs[pathy]: (
-            f"image_location {t[i]!r} must be <video>/<frame>.jpg (one '/', no '\\' or '..')"
+            f"image_location {str(t[i])!r} must be <video>/<frame>.jpg (one '/', no '\\' or '..')"
         ),
         file,
     )
@@ -339,7 +339,7 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
     add_rows(
         probs,
         rows[unknown],
-        lambda i, t=locs[unknown]: f"{t[i]!r} is not in the test frame list (extra row)",
+        lambda i, t=locs[unknown]: f"{str(t[i])!r} is not in the test frame list (extra row)",
         file,
     )
     known = pos >= 0
@@ -350,7 +350,7 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
         add_rows(
             probs,
             rows[dup],
-            lambda i: f"{fl.locs[dpos[i]]!r} again (first on row {int(first[dpos[i]])})",
+            lambda i: f"{str(fl.locs[dpos[i]])!r} again (first on row {int(first[dpos[i]])})",
             file,
         )
     uniq = known & ~dup
@@ -374,8 +374,8 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
                 probs,
                 r[back],
                 lambda i: (
-                    f"{fl.locs[p[back[i]]]!r} is out of order: the rows must follow the "
-                    f"test frame list (it comes before {fl.locs[p[back[i] - 1]]!r} there)"
+                    f"{str(fl.locs[p[back[i]]])!r} is out of order: the rows must follow the "
+                    f"test frame list (it comes before {str(fl.locs[p[back[i] - 1]])!r} there)"
                 ),
                 file,
             )
@@ -400,7 +400,7 @@ def check_video(raw: bytes, file: str, n: int) -> list[Problem]:
     rows = np.arange(len(labs)) + first_row + 1
     bad = ~np.isin(labs, LABELS)
     add_rows(
-        probs, rows[bad], lambda i, t=labs[bad]: f"label {t[i]!r} is not an integer 0..7", file
+        probs, rows[bad], lambda i, t=labs[bad]: f"label {str(t[i])!r} is not an integer 0..7", file
     )
     if len(labs) != n:
         probs.append(
