@@ -446,6 +446,10 @@ def prediction_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     its test file is the same name with the last "devel" replaced by "test", in the same folder.
     """
     p = Path(path)
+    if not p.exists():
+        raise DataError(
+            p, "member predictions not found", expected="a folder or a *devel*.npz file"
+        )
     if p.is_dir():
         dev, test = p / "predictions-devel.npz", p / "predictions-test.npz"
     else:
