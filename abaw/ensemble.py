@@ -164,12 +164,17 @@ def align_to(pred: Predictions, ref_keys: dict[str, np.ndarray], what: str) -> P
     )
 
 
-def keys_sha256(keys: dict[str, np.ndarray]) -> str:
-    """sha256 over each key column: its name, NUL, its values as text joined by newlines, NUL."""
+def keys_sha256(keys: dict[str, np.ndarray], chunk: int = 1 << 16) -> str:
+    """sha256 over each key column: its name, NUL, its values as text joined by newlines, NUL.
+
+    Hashed in chunks of rows, so no million-string list is ever built.
+    """
     h = hashlib.sha256()
     for k, v in keys.items():
         h.update(k.encode() + b"\0")
-        h.update("\n".join(map(str, v.tolist())).encode())
+        for a in range(0, len(v), chunk):
+            part = "\n".join(map(str, v[a : a + chunk].tolist()))
+            h.update((part + ("\n" if a + chunk < len(v) else "")).encode())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -193,6 +198,25 @@ def _f1_fast(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0).mean())
 
 
+def _segments(video: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(row order or None, segment cuts): each segment one video's frames in frame order.
+
+    When every video's rows are already contiguous and in frame order (the test frame list,
+    devel in store order) no sort and no copy of the names is made (order None).
+    """
+    n = len(video)
+    change = np.flatnonzero(video[1:] != video[:-1]) + 1
+    cuts = np.concatenate([[0], change, [n]])
+    starts = video[cuts[:-1]]
+    inside = np.ones(n, bool)
+    inside[cuts[:-1]] = False
+    if len(np.unique(starts)) == len(starts) and (np.diff(frame)[inside[1:]] > 0).all():
+        return None, cuts
+    order = np.lexsort((frame.astype(np.int64), video))
+    v = video[order]
+    return order, np.concatenate([[0], np.flatnonzero(v[1:] != v[:-1]) + 1, [n]])
+
+
 def smooth_by_video(
     values: np.ndarray, video: np.ndarray, frame: np.ndarray, kind: str, width: int
 ) -> np.ndarray:
@@ -201,12 +225,10 @@ def smooth_by_video(
 
     if kind == "none" or width <= 1 or len(values) == 0:
         return values
-    order = np.lexsort((frame.astype(np.int64), video))
-    v = video[order]
-    cuts = np.concatenate([[0], np.flatnonzero(v[1:] != v[:-1]) + 1, [len(v)]])
+    order, cuts = _segments(video, frame)
     out = np.empty_like(values)
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        rows = order[a:b]
+        rows = slice(a, b) if order is None else order[a:b]
         out[rows] = smooth_probs(values[rows], np.array([0, b - a]), kind=kind, width=width)
     return out
 
@@ -480,6 +502,30 @@ def _check_member(pred: Predictions, track: str, split: str, what: str) -> None:
         raise AbawError(f"{what}: {split} predictions contain NaN or inf")
 
 
+def attach(first: Member, mem: Member) -> None:
+    """Align `mem`'s devel rows to `first`'s and share one copy of the keys and labels.
+
+    Refuses (one sentence) when the columns, the rows or the labels disagree.
+    """
+    ref = first.devel
+    if mem.devel.columns != ref.columns:
+        raise AbawError(
+            f"{mem.name}: columns {list(mem.devel.columns)} differ from "
+            f"{first.name}'s {list(ref.columns)}"
+        )
+    if mem.devel.keys is ref.keys:
+        return
+    dev = align_to(mem.devel, ref.keys, f"{mem.name} (devel)")
+    if ref.labels is None:
+        ref.labels = dev.labels
+    elif dev.labels is not None and not np.array_equal(
+        np.nan_to_num(dev.labels), np.nan_to_num(ref.labels)
+    ):
+        raise AbawError(f"{mem.name}: devel labels differ from {first.name}'s (another data set?)")
+    dev.keys, dev.labels = ref.keys, ref.labels
+    mem.devel = dev
+
+
 def collect_members(
     track: str,
     studies: Sequence[str] = (),
@@ -491,7 +537,13 @@ def collect_members(
     files: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Member]:
     """Members from studies' kept trials (best first) and from prediction files."""
-    from abaw.trials import STUDY_TRACK, kept_trials, trial_predictions
+    from abaw.trials import (
+        STUDY_TRACK,
+        download_trial_file,
+        kept_trials,
+        predictions_attr,
+        trial_predictions,
+    )
 
     runs = Path(runs)
     members: list[Member] = []
@@ -509,11 +561,25 @@ def collect_members(
             _check_member(dev, track, "devel", what)
 
             def load(study=study, t=t, what=what) -> Predictions:
-                p = trial_predictions(study, t, "test", artifacts=artifacts)
+                tmp = tempfile.mkdtemp(prefix="abaw-member-")
+                try:
+                    path = download_trial_file(
+                        study,
+                        t,
+                        predictions_attr("test"),
+                        Path(tmp) / "predictions-test.npz",
+                        artifacts=artifacts,
+                    )
+                    p = load_lean(path)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)  # a mapped file stays readable
                 _check_member(p, track, "test", what)
+                p.meta.setdefault("study", study.study_name)
+                p.meta.setdefault("trial", t.number)
                 return p
 
-            members.append(
+            _append(
+                members,
                 Member(
                     f"{name}#{t.number}",
                     "study",
@@ -522,7 +588,7 @@ def collect_members(
                     study=name,
                     trial=t.number,
                     params=dict(t.params),
-                )
+                ),
             )
     for f in files:
         dev_path, test_path = prediction_files(f)
@@ -530,11 +596,12 @@ def collect_members(
         _check_member(dev, track, "devel", str(dev_path))
 
         def load(test_path=test_path) -> Predictions:
-            p = Predictions.load(test_path)
+            p = load_lean(test_path)
             _check_member(p, track, "test", str(test_path))
             return p
 
-        members.append(
+        _append(
+            members,
             Member(
                 str(f),
                 "file",
@@ -542,11 +609,18 @@ def collect_members(
                 load,
                 path=str(Path(f).resolve()),
                 params=dict(dev.meta.get("params", {})),
-            )
+            ),
         )
     if not members:
         raise AbawError("no members: name --studies and/or --predictions")
     return members
+
+
+def _append(members: list[Member], mem: Member) -> None:
+    """Add a member, aligned to the first at once (so only one copy of the devel keys is held)."""
+    if members:
+        attach(members[0], mem)
+    members.append(mem)
 
 
 # ---------------------------------------------------------------- the ensemble
@@ -616,24 +690,12 @@ def build_ensemble(
             artifacts=artifacts,
             files=predictions,
         )
-    ref = members[0].devel
     for mem in members[1:]:
-        if mem.devel.columns != ref.columns:
-            raise AbawError(
-                f"{mem.name}: columns {list(mem.devel.columns)} differ from "
-                f"{members[0].name}'s {list(ref.columns)}"
-            )
-        mem.devel = align_to(mem.devel, ref.keys, f"{mem.name} (devel)")
-    labels = next((m.devel.labels for m in members if m.devel.labels is not None), None)
+        attach(members[0], mem)
+    ref = members[0].devel
+    labels = ref.labels
     if labels is None:
         raise AbawError("no member's devel predictions carry labels; the ensemble cannot be scored")
-    for mem in members:
-        if mem.devel.labels is not None and not np.array_equal(
-            np.nan_to_num(mem.devel.labels), np.nan_to_num(labels)
-        ):
-            raise AbawError(
-                f"{mem.name}: devel labels differ from {members[0].name}'s (another data set?)"
-            )
     if track == "expr":
         labels = labels.astype(np.int64)
     xs = [m.devel.values for m in members]
@@ -740,9 +802,69 @@ def build_ensemble(
     return result
 
 
+def load_lean(path: str | os.PathLike[str], *, min_bytes: int = 1 << 20) -> Predictions:
+    """`Predictions.load`, but large arrays of an uncompressed `.npz` are memory-mapped (read-only).
+
+    np.savez stores arrays uncompressed, so each large array is a plain .npy inside the zip
+    and can be mapped where it lies: nothing is copied into anonymous memory, and an array
+    dropped after use (a member's keys once compared) leaves memory at once. Anything
+    unusual (compressed, damaged, small) falls back to `Predictions.load`.
+    """
+    import struct
+    import zipfile
+
+    path = Path(path)
+    try:
+        mapped: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(path) as z, open(path, "rb") as fh:
+            for info in z.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size < min_bytes:
+                    continue
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                n, m = struct.unpack("<HH", local[26:30])
+                fh.seek(info.header_offset + 30 + n + m)
+                version = np.lib.format.read_magic(fh)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read(fh)
+                if dtype.hasobject or not shape:
+                    continue
+                mapped[info.filename.removesuffix(".npy")] = np.memmap(
+                    path, dtype, "r", offset=fh.tell(), shape=shape, order="F" if fortran else "C"
+                )
+        if not mapped:
+            return Predictions.load(path)
+        with np.load(path, allow_pickle=False) as zf:
+
+            def get(k: str) -> np.ndarray:
+                return mapped[k] if k in mapped else zf[k]
+
+            header = json.loads(str(zf["header"]))
+            return Predictions(
+                header["track"],
+                header["split"],
+                {k: get(f"key_{k}") for k in header["keys"]},
+                get("values"),
+                tuple(zf["columns"].tolist()),
+                get("labels") if "labels" in zf.files else None,
+                header.get("meta", {}),
+            )
+    except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
+        return Predictions.load(path)
+
+
 def stream_test(track: str, members: Sequence[Member], recipe: Recipe) -> Predictions:
-    """Test predictions of the ensemble, reading one member's test file at a time."""
+    """Test predictions of the ensemble, reading one member's test file at a time.
+
+    Memory: the running sum, one scratch buffer of the same size, the first member's keys,
+    and the member being added (its keys are released as soon as they are compared).
+    """
     total: np.ndarray | None = None
+    buf: np.ndarray | None = None
     ref_keys: dict[str, np.ndarray] | None = None
     cols: tuple[str, ...] = ()
     for i, mem in enumerate(members):
@@ -756,11 +878,14 @@ def stream_test(track: str, members: Sequence[Member], recipe: Recipe) -> Predic
             ref_keys, cols = p.keys, p.columns
             total = np.empty(p.values.shape, np.float32)
             total[:] = recipe.intercept.astype(np.float32)
+            buf = np.empty_like(total)
         else:
             if p.columns != cols:
                 raise AbawError(f"{mem.name}: test columns {list(p.columns)} differ")
             p = align_to(p, ref_keys, f"{mem.name} (test)")
-        total += p.values * w.astype(np.float32)
+            p.keys = ref_keys  # release this member's own key arrays before reading its values
+        np.multiply(p.values, w.astype(np.float32), out=buf)
+        total += buf
         del p
     if total is None or ref_keys is None:
         raise AbawError("no member has a non-zero weight")

@@ -332,3 +332,23 @@ def test_cli_ensemble_prints_table(eri_runs, capsys):
     assert "a#0" in out and "honest gain" in out and "best single" in out
     assert cli([*argv, "--name", "c"]) == 1
     assert "--force" in capsys.readouterr().err
+
+
+def test_load_lean_equals_load_and_smoothing_any_order(tmp_path):
+    from abaw.ensemble import keys_sha256, load_lean, smooth_by_video
+    from abaw.expr.smoothing import smooth_predictions
+
+    dk = expr_labels(3, 20000, 0)  # large enough for memory-mapped arrays
+    dev, _ = expr_pair(0, dk, dk)
+    path = dev.save(tmp_path / "p.npz")
+    lean, full = load_lean(path), Predictions.load(path)
+    assert not lean.values.flags.writeable and full.values.flags.writeable  # mapped read-only
+    for k in full.keys:
+        assert np.array_equal(lean.keys[k], full.keys[k])
+    assert np.array_equal(lean.values, full.values) and np.array_equal(lean.labels, full.labels)
+    assert keys_sha256(lean.keys, chunk=1000) == keys_sha256(full.keys)
+    ref = smooth_predictions(full, kind="gaussian", width=9).values
+    assert np.allclose(smooth_by_video(full.values, *dk[:2], "gaussian", 9), ref, atol=1e-6)
+    perm = np.random.default_rng(0).permutation(len(full))
+    out = smooth_by_video(full.values[perm], dk[0][perm], dk[1][perm], "gaussian", 9)
+    assert np.allclose(out, ref[perm], atol=1e-6)
