@@ -400,3 +400,48 @@ def test_frames_flag_and_missing_list(tmp_path, expr_data):
         validate("expr", sub, tmp_path / "nothing-here")
     fl = expr_data / "CVPR_5th_ABAW_EXPR_test_set_sample.txt"
     assert validate("expr", sub, tmp_path, frames=fl) == []
+
+
+def test_frame_list_fast_parser_agrees_with_pandas(tmp_path):
+    import numpy as np
+
+    from abaw.errors import DataError
+    from abaw.expr.submission import _parse_fast, _parse_pandas, read_frame_list
+
+    rows = [
+        f"{v}/{f:0{5 if f < 10**5 else 6}d}.jpg,"
+        for v in ("a-1", "b_left", "c")
+        for f in (1, 2, 99, 123456)
+    ]
+    raw = ("image_location," + CLS + "\n" + "\n".join(rows) + "\n").encode()
+    fast = _parse_fast(raw)
+    slow = _parse_pandas(tmp_path / "x", raw)
+    assert fast is not None
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    assert bytes(fast[2]).decode().split("\n")[:-1] == list(slow[2])
+    assert _parse_fast(raw.replace(b"\n", b"\r\n")) is None  # unusual: the pandas parser decides
+    bad = tmp_path / "bad.txt"
+    bad.write_text("image_location\nvid/00001.jpg,\nvid/00002.png,\n")
+    with pytest.raises(DataError, match="line 3"):
+        read_frame_list(bad)
+    dup = tmp_path / "dup.txt"
+    dup.write_text("vid/00001.jpg,\nvid/00001.jpg,\n")
+    with pytest.raises(DataError, match="twice"):
+        read_frame_list(dup)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a/00001.jpg,\nb/00002.jpg,\n",
+        "a/00001.jpg\nb/00002.jpg",
+        "a/00001.jpg,x\nb/00002.jpg,yy\n\n",
+    ],
+    ids=["commas", "bare, no final newline", "long tails, trailing blank"],
+)
+def test_frame_list_fast_parser_row_shapes(body):
+    from abaw.expr.submission import _parse_fast
+
+    video, frame, blob = _parse_fast(body.encode())
+    assert video.tolist() == ["a", "b"] and frame.tolist() == [1, 2]
+    assert bytes(blob) == b"a/00001.jpg\nb/00002.jpg\n"

@@ -56,18 +56,29 @@ class FrameList:
     """The organisers' test frame list: one image location per row, in order."""
 
     path: Path
-    locs: np.ndarray  # (n,) str, e.g. "14-30-1920x1080/00001.jpg", as spelled in the list
     video: np.ndarray  # (n,) str
     frame: np.ndarray  # (n,) int64, 1-based
     videos: list[str]  # test videos: the video list's order if there is one, else first-seen
+    _blob: np.ndarray | None = None
+    _locs: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.locs)
+        return len(self.frame)
 
-    @cached_property
+    @property
     def blob(self) -> np.ndarray:
         """uint8 bytes of every location followed by "\\n" (the writer's and checker's input)."""
-        return np.frombuffer(("\n".join(self.locs.tolist()) + "\n").encode(), np.uint8)
+        if self._blob is None:
+            text = "\n".join(self.locs.tolist()) + "\n"
+            self._blob = np.frombuffer(text.encode(), np.uint8)
+        return self._blob
+
+    @property
+    def locs(self) -> np.ndarray:
+        """(n,) str image locations as spelled in the list, e.g. "14-30-1920x1080/00001.jpg"."""
+        if self._locs is None:
+            self._locs = np.array(bytes(self.blob).decode().split("\n")[:-1], dtype=str)
+        return self._locs
 
     @cached_property
     def n_frames(self) -> dict[str, int]:
@@ -76,12 +87,123 @@ class FrameList:
         return {v: int(s[v]) for v in self.videos if v in s.index}
 
 
+def _parse_fast(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(video, frame, blob) of a plain ASCII frame list, all in NumPy; None = not plain.
+
+    Plain: `\\n` line ends, optional `image_location` header, rows `<video>/<digits>.jpg`
+    optionally followed by `,...`, no spaces, no blank lines inside. Anything else goes
+    through the pandas parser, which names the offending row.
+    """
+    buf = np.frombuffer(raw, np.uint8)
+    if buf.size == 0 or (buf >= 128).any() or (buf == 13).any() or (buf == 32).any():
+        return None
+    nl = np.flatnonzero(buf == 10)
+    if buf[-1] != 10:
+        nl = np.append(nl, len(buf))
+    starts = np.concatenate([[0], nl[:-1] + 1])
+    ends = nl
+    if raw.startswith(b"image_location"):
+        starts, ends = starts[1:], ends[1:]
+    nonempty = np.flatnonzero(ends > starts)
+    if len(nonempty) == 0:
+        return None
+    last = nonempty[-1] + 1
+    starts, ends = starts[:last], ends[:last]
+    if (ends <= starts).any():
+        return None
+    commas = np.flatnonzero(buf == 44)
+    ci = np.searchsorted(commas, starts)
+    after = commas[ci.clip(max=len(commas) - 1)] if len(commas) else ends
+    loc_end = np.where((ci < len(commas)) & (after < ends), after, ends)
+    slashes = np.flatnonzero(buf == 47)
+    hi, lo = np.searchsorted(slashes, loc_end), np.searchsorted(slashes, starts)
+    if (hi - lo != 1).any():
+        return None
+    sl = slashes[hi - 1]
+    nd = loc_end - sl - 5  # digits of "<digits>.jpg"
+    if (nd < 1).any() or (nd > 9).any() or (sl <= starts).any():
+        return None
+    for k, ch in enumerate(b".jpg"):
+        if (buf[loc_end - 4 + k] != ch).any():
+            return None
+    frame = np.zeros(len(starts), np.int64)
+    for j in range(int(nd.max())):
+        has = nd > j
+        d = buf[np.where(has, loc_end - 5 - j, 0)].astype(np.int64) - 48
+        if ((d < 0) | (d > 9))[has].any():
+            return None
+        frame += np.where(has, d, 0) * 10**j
+    vl = sl - starts
+    width = int(vl.max())
+    # Names as UTF-32 code points (ASCII bytes are their own code points): a (n, width) uint32
+    # matrix viewed as fixed-width unicode, gathered in row chunks, no per-row Python.
+    names = np.zeros((len(starts), width), np.uint32)
+    cols = np.arange(width)
+    for a in range(0, len(starts), 1 << 17):
+        st, ln = starts[a : a + (1 << 17)], vl[a : a + (1 << 17)]
+        idx = np.minimum(st[:, None] + cols, len(buf) - 1)
+        names[a : a + len(st)] = np.where(cols < ln[:, None], buf[idx], 0)
+    video = names.view(f"<U{width}").reshape(-1)
+    tail = ends - loc_end
+    if (tail <= 1).all():  # rows are "<loc>," or "<loc>": drop the commas, keep the newlines
+        keep = np.zeros(len(buf), bool)
+        keep[starts[0] : ends[-1] + 1] = True
+        keep[loc_end[tail == 1]] = False
+        blob = buf[keep]
+        if buf[-1] != 10 and ends[-1] == len(buf):
+            blob = np.append(blob, np.uint8(10))
+        return video, frame, blob
+    mark = np.zeros(len(buf) + 1, np.int8)
+    mark[starts] = 1
+    mark[loc_end] -= 1
+    inside = np.cumsum(mark[:-1], dtype=np.int8) > 0  # rows never nest: stays 0 or 1
+    loc_bytes = buf[inside]
+    lengths = loc_end - starts
+    blob = np.empty(len(loc_bytes) + len(starts), np.uint8)
+    nlpos = np.cumsum(lengths + 1) - 1
+    keep = np.ones(len(blob), bool)
+    keep[nlpos] = False
+    blob[keep] = loc_bytes
+    blob[nlpos] = 10
+    return video, frame, blob
+
+
 def read_frame_list(path: Path, video_list: Path | None = None) -> FrameList:
     """Parse a test frame list (rows `<video>/<frame>.jpg,`, maybe after a header line)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
         raise DataError(path, "cannot read the test frame list", found=str(e)) from None
+    fast = _parse_fast(raw)
+    if fast is not None:
+        vids, frames, blob = fast
+        locs = None
+    else:
+        vids, frames, locs = _parse_pandas(path, raw)
+        blob = None
+    key = pd.Series(frames) + pd.Series(pd.factorize(vids)[0]) * (1 << 32)
+    if key.duplicated().any():
+        i = int(np.argmax(key.duplicated().to_numpy()))
+        raise DataError(
+            path,
+            "frame listed twice",
+            expected="each test frame once",
+            found=f"{vids[i]}/{frames[i]:05d}.jpg",
+        )
+    order = list(pd.unique(vids).tolist())
+    if video_list is not None:
+        listed = [
+            v.strip() for v in video_list.read_text(encoding="utf-8").splitlines() if v.strip()
+        ]
+        order = listed + [v for v in order if v not in set(listed)]
+    return FrameList(path, vids, frames, order, blob, locs)
+
+
+def _parse_pandas(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, "the test frame list is not UTF-8", found=str(e)) from None
     lines = text.replace("\r\n", "\n").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -104,18 +226,21 @@ def read_frame_list(path: Path, video_list: Path | None = None) -> FrameList:
             expected="'<video>/<frame>.jpg,'",
             found=repr(lines[i + skip][:80]),
         )
-    locs = loc.to_numpy(dtype=str)
-    if pd.Index(locs).has_duplicates:
-        d = locs[pd.Index(locs).duplicated()][0]
-        raise DataError(path, "frame listed twice", expected="each test frame once", found=d)
-    vids = video.to_numpy(dtype=str)
-    order = list(dict.fromkeys(pd.unique(vids).tolist()))
-    if video_list is not None:
-        listed = [
-            v.strip() for v in video_list.read_text(encoding="utf-8").splitlines() if v.strip()
-        ]
-        order = listed + [v for v in order if v not in set(listed)]
-    return FrameList(path, locs, vids, digits.astype(np.int64).to_numpy(), order)
+    return (
+        video.to_numpy(dtype=str),
+        digits.astype(np.int64).to_numpy(),
+        loc.to_numpy(dtype=str),
+    )
+
+
+_CACHE: dict[tuple, FrameList] = {}
+
+
+def _stamp(p: Path | None) -> tuple:
+    if p is None:
+        return ()
+    st = p.stat()
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def frame_list(data: Path, frames: str | Path | None = None) -> FrameList:
@@ -129,7 +254,12 @@ def frame_list(data: Path, frames: str | Path | None = None) -> FrameList:
             if path is None
             else f"{path}: test frame list not found"
         )
-    return read_frame_list(path, _find(data, VIDEO_LISTS) if data.is_dir() else None)
+    vlist = _find(data, VIDEO_LISTS) if data.is_dir() else None
+    key = (_stamp(path), _stamp(vlist))  # submit parses once for writing and checking
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = read_frame_list(path, vlist)
+    return _CACHE[key]
 
 
 # ---------------------------------------------------------------- writing
