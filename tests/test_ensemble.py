@@ -352,3 +352,16 @@ def test_load_lean_equals_load_and_smoothing_any_order(tmp_path):
     perm = np.random.default_rng(0).permutation(len(full))
     out = smooth_by_video(full.values[perm], dk[0][perm], dk[1][perm], "gaussian", 9)
     assert np.allclose(out, ref[perm], atol=1e-6)
+
+
+def test_quality_benchmark_script_on_hand_built_studies(eri_runs, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_quality.py"
+    spec = importlib.util.spec_from_file_location("ensemble_quality", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--track", "eri", "--studies", "a,b", "--runs", str(eri_runs), "--top-k", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("| yes |") == 3 and "| stack (" in out
+    assert not (eri_runs / "ensembles").exists()  # nothing written without --write
