@@ -192,6 +192,7 @@ ERI_CASES = [
         None,
     ),
     ("empty file", lambda: "", "empty file", None),
+    ("two columns only", lambda: "File_ID,Adoration\n[00007],0.5\n", "expected 8 fields", 2),
     ("only a header", lambda: ERI_HEAD + "\n", "no data rows", None),
     ("blank row inside", lambda: eri_text([eri_rows()[0], "", *eri_rows()[1:]]), "empty row", 3),
 ]
@@ -445,3 +446,25 @@ def test_frame_list_fast_parser_row_shapes(body):
     video, frame, blob = _parse_fast(body.encode())
     assert video.tolist() == ["a", "b"] and frame.tolist() == [1, 2]
     assert bytes(blob) == b"a/00001.jpg\nb/00002.jpg\n"
+
+
+@pytest.mark.parametrize("track", ["eri", "expr"])
+def test_mangled_files_never_crash(track, eri_data, expr_data, tmp_path):
+    """Random edits of a valid file: always a list of problems, never an exception."""
+    import random
+
+    rnd = random.Random(0)
+    good = (eri_text() if track == "eri" else expr_text()).encode()
+    data = eri_data if track == "eri" else expr_data
+    pieces = [b",", b"\n", b"\r\n", b"", b"nan", b"\xff", b"\xef\xbb\xbf", b"/", b"..", b"9", b" "]
+    for k in range(60):
+        raw = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            i = rnd.randrange(len(raw) + 1)
+            j = min(len(raw), i + rnd.randint(0, 12))
+            raw[i:j] = rnd.choice(pieces)
+        path = put(tmp_path, f"m{k}.txt", bytes(raw))
+        problems = validate(track, path, data)
+        assert isinstance(problems, list)
+        if bytes(raw) != good and bytes(raw).rstrip(b"\n") != good.rstrip(b"\n"):
+            assert all(isinstance(p, Problem) for p in problems)

@@ -133,6 +133,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     if drop_first:
         parts = parts.iloc[:, 1:]
         parts.columns = range(parts.shape[1])
+    parts = parts.reindex(columns=range(max(parts.shape[1], len(want))))
     nfields = parts.notna().sum(axis=1).to_numpy()
     good = nfields == len(want)
     empty = (body.str.strip() == "").to_numpy()
@@ -146,7 +147,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
             lambda i: f"expected {len(want)} fields (File_ID and 7 values), found {nf[i]}",
             file,
         )
-    parts = parts.loc[good, list(range(len(want)))]
+    parts = parts.loc[good, list(range(len(want)))].astype(str)
     rows = rownum[good]
     ids = parts[0].to_numpy(dtype=str)
     # Values: parse, then NaN / inf / range.
