@@ -365,3 +365,42 @@ def test_quality_benchmark_script_on_hand_built_studies(eri_runs, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and out.count("| yes |") == 3 and "| stack (" in out
     assert not (eri_runs / "ensembles").exists()  # nothing written without --write
+
+
+def test_studies_across_two_storages(tmp_path):
+    """A journal-file study and an RDB (sqlite) study in one ensemble (--storage repeatable)."""
+    import optuna
+
+    from abaw import trials as T
+
+    runs = tmp_path / "runs"
+    ms = eri_members(4)
+    make_study(runs, "local", "eri", ms[:2])
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name="remote", storage=url, direction="maximize")
+    store = T.artifact_store(tmp_path / "art")
+    study.set_user_attr(T.STUDY_TRACK, "eri")
+    study.set_user_attr(T.STUDY_ARTIFACTS, str(tmp_path / "art"))
+    from optuna.artifacts import upload_artifact
+
+    for dev, test in ms[2:]:
+        trial = study.ask()
+        for split, p in (("devel", dev), ("test", test)):
+            path = p.save(tmp_path / f"{trial.number}-{split}.npz")
+            trial.set_user_attr(
+                T.predictions_attr(split),
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial),
+            )
+        trial.set_user_attr(T.TRIAL_KEPT, True)
+        study.tell(trial, mean_pearson(Y, dev.values).value)
+    res = build_ensemble(
+        "eri",
+        name="two",
+        studies=["local", "remote"],
+        storages=[None, url],
+        runs=runs,
+        method="mean",
+    )
+    assert [e["study"] for e in res.manifest["members"]] == ["local"] * 2 + ["remote"] * 2
+    with pytest.raises(AbawError, match="no study storage"):
+        collect_members("eri", ["x"], runs=tmp_path / "empty")
