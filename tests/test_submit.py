@@ -210,3 +210,68 @@ def test_cli_submit_from_ensemble_and_file(eri_data, tmp_path, capsys):
     assert cli([*argv, "--ensemble", "fin"]) == 1  # exists, no --force
     assert cli([*argv, "--predictions", f"{folders[0]}/predictions-test.npz", "--name", "m0"]) == 0
     assert (out / "m0" / "predictions.csv").is_file()
+
+
+def test_cli_expr_end_to_end_from_member_files(expr_data, tmp_path, capsys):
+    """Two Expr member files -> abaw ensemble -> abaw submit (both formats) -> abaw validate."""
+    from abaw.expr.scan import read_annotation
+    from abaw.expr.submission import frame_list
+
+    ann = sorted((expr_data / "EXPR_Classification_Challenge" / "Validation_Set").glob("*.txt"))
+    labs = [read_annotation(p).astype(np.int64) for p in ann]
+    video = np.concatenate([[p.stem] * len(y) for p, y in zip(ann, labs, strict=True)])
+    frame = np.concatenate([np.arange(1, len(y) + 1) for y in labs])
+    y = np.concatenate(labs)
+    fl = frame_list(expr_data)
+    rng = np.random.default_rng(0)
+    folders = []
+    for s in range(2):
+        z = 1.5 * np.eye(8)[np.where(y >= 0, y, 0)] + 1.5 * rng.standard_normal((len(y), 8))
+        d = tmp_path / f"m{s}"
+        d.mkdir()
+        Predictions("expr", "devel", {"video": video, "frame": frame}, np.exp(z), CLASSES, y).save(
+            d / "predictions-devel.npz"
+        )
+        Predictions(
+            "expr",
+            "test",
+            {"video": fl.video, "frame": fl.frame},
+            rng.random((len(fl), 8)),
+            CLASSES,
+        ).save(d / "predictions-test.npz")
+        folders.append(str(d))
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "subs")
+    assert (
+        cli(
+            [
+                "ensemble",
+                "--track",
+                "expr",
+                "--predictions",
+                *folders,
+                "--runs",
+                runs,
+                "--name",
+                "e",
+            ]
+        )
+        == 0
+    )
+    assert "post-processing: smoothing" in capsys.readouterr().out
+    base = [
+        "submit",
+        "--track",
+        "expr",
+        "--ensemble",
+        "e",
+        "--data",
+        str(expr_data),
+        "--runs",
+        runs,
+    ]
+    assert cli([*base, "--out", out]) == 0
+    assert cli([*base, "--out", out, "--format", "per-video", "--name", "e-videos"]) == 0
+    for path in ("e/predictions.txt", "e.zip", "e-videos", "e-videos.zip"):
+        assert cli(["validate", "--track", "expr", f"{out}/{path}", "--data", str(expr_data)]) == 0
+    man = json.loads((tmp_path / "subs" / "e.manifest.json").read_text())
+    assert man["postprocess"]["smoothing"] and man["submission"]["format"] == "single"
