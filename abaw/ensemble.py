@@ -458,6 +458,7 @@ class Member:
     path: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     devel_score: float = float("nan")
+    value: float | None = None  # the study's recorded objective value (study members)
 
 
 def prediction_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -557,6 +558,8 @@ def collect_members(
             raise AbawError(f"study {name!r} has no completed trial with kept predictions")
         for t in trials:
             what = f"study {name!r}, trial {t.number}"
+            if not t.user_attrs.get(predictions_attr("test")):
+                raise AbawError(f"{what}: no test predictions are recorded (kept without them?)")
             dev = trial_predictions(study, t, "devel", artifacts=artifacts)
             _check_member(dev, track, "devel", what)
 
@@ -588,6 +591,7 @@ def collect_members(
                     study=name,
                     trial=t.number,
                     params=dict(t.params),
+                    value=float(t.value),
                 ),
             )
     for f in files:
@@ -778,6 +782,8 @@ def build_ensemble(
             "devel_score": mem.devel_score,
             "weight": float(share[i]),
         }
+        if mem.value is not None:
+            entry["trial_value"] = mem.value
         if recipe.counts is not None and recipe.method == "greedy":
             entry["count"] = int(recipe.counts[i])
         if recipe.method == "stack":

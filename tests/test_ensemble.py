@@ -55,6 +55,7 @@ def test_members_from_two_studies_top_k_best_first(eri_runs):
     mem = collect_members("eri", ["a", "b"], top_k=2, runs=eri_runs)
     assert [m.name for m in mem] == ["a#0", "a#1", "b#0", "b#1"]
     assert all(m.source == "study" and "lr" in m.params for m in mem)
+    assert all(abs(m.value - mean_pearson(Y, m.devel.values).value) < 1e-9 for m in mem)
     mem = collect_members("eri", ["b"], top_k=5, runs=eri_runs)
     assert [m.trial for m in mem] == [0, 1]  # the unkept trial never joins
 
