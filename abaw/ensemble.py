@@ -680,6 +680,8 @@ def build_ensemble(
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "stack" and track != "eri":
         raise ConfigError("--method stack is for ERI; use greedy or mean for Expr")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     runs = Path(runs)
     out_dir = _ensemble_dir(runs, name)
     if write and out_dir.exists() and not force:

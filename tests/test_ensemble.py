@@ -314,6 +314,8 @@ def test_overwrite_needs_force(eri_runs):
     assert {e["study"] for e in res.manifest["members"]} == {"b"}
     with pytest.raises(ConfigError):
         build_ensemble("eri", name="../x", studies=["a"], runs=eri_runs)
+    with pytest.raises(ConfigError, match="top-k"):
+        build_ensemble("eri", name="k", studies=["a"], runs=eri_runs, top_k=0)
 
 
 def test_cli_ensemble_prints_table(eri_runs, capsys):
