@@ -197,21 +197,50 @@ def _args_studies(p: argparse.ArgumentParser) -> None:
 
 def _args_ensemble(p: argparse.ArgumentParser) -> None:
     _track(p)
-    p.add_argument("--studies", required=True, metavar="A,B", help="comma-separated study names")
-    p.add_argument(
+    g = p.add_argument_group("members")
+    g.add_argument(
+        "--studies", metavar="A,B", default="", help="comma-separated study names (kept trials)"
+    )
+    g.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="best trials taken from each study"
+    )
+    g.add_argument(
+        "--predictions",
+        nargs="+",
+        metavar="PATH",
+        help="members made outside abaw: a folder with predictions-devel.npz and "
+        "predictions-test.npz, or a *devel*.npz file whose test file is the same name with 'test'",
     )
     p.add_argument(
         "--method",
-        choices=("mean", "greedy"),
-        default="mean",
-        help="plain mean or greedy ensemble selection",
+        choices=("mean", "greedy", "stack"),
+        default="greedy",
+        help="mean; greedy ensemble selection (Caruana, default); stack (ERI: non-negative "
+        "per-emotion weights, used only when it beats greedy in cross-validation)",
     )
-    _storage(p)
-    _runs(p)
+    p.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="Expr: no smoothing or class offsets (default: both chosen on devel)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the devel halves and CV folds")
+    g = p.add_argument_group("where")
+    g.add_argument(
+        "--storage",
+        action="append",
+        metavar="URL",
+        help="Optuna storage URL, repeatable (default: the journal file <runs>/optuna-journal.log)",
+    )
+    _runs(g)
+    g.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="artifact store folder (default: the one each study records)",
+    )
     p.add_argument(
         "--name", required=True, help="name of the ensemble (folder under <runs>/ensembles/)"
     )
+    p.add_argument("--force", action="store_true", help="replace an ensemble of the same name")
 
 
 def _args_submit(p: argparse.ArgumentParser) -> None:
@@ -227,24 +256,36 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
         "--format",
         choices=("single", "per-video"),
         default="single",
-        help="Expr: one file or one per video",
+        help="Expr: one file in frame-list order (ABAW5/6) or one <video>.txt per video (ABAW3/4)",
     )
     p.add_argument(
         "--id-style",
         choices=("as-data", "bracketed", "bare"),
         default="as-data",
-        help="ERI: how File_IDs are written",
+        help="ERI: File_IDs as spelled in the data (default), or forced to [00000] / 00000",
+    )
+    p.add_argument(
+        "--frames",
+        metavar="FILE",
+        help="Expr: the organisers' test frame list (default: found in --data)",
     )
     p.add_argument(
         "--out", default="submissions", metavar="DIR", help="output folder (default: submissions/)"
     )
+    p.add_argument("--name", metavar="NAME", help="submission name (default: ensemble / file name)")
+    p.add_argument("--force", action="store_true", help="replace a submission of the same name")
 
 
 def _args_validate(p: argparse.ArgumentParser) -> None:
     _track(p)
-    p.add_argument("path", metavar="PATH", help="submission file or folder")
+    p.add_argument("path", metavar="PATH", help="submission file, folder of <video>.txt, or zip")
     p.add_argument(
         "--data", required=True, metavar="DIR", help="data set root (for the expected IDs / frames)"
+    )
+    p.add_argument(
+        "--frames",
+        metavar="FILE",
+        help="Expr: the organisers' test frame list (default: found in --data)",
     )
 
 
@@ -319,8 +360,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "ensemble",
-        "average the best trials' predictions of one or more studies",
-        "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --name final",
+        "combine the best trials of one or more studies (and prediction files), with an honest gain",
+        "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --method greedy --name final",
         _args_ensemble,
         "abaw.ensemble:main",
     ),

@@ -348,5 +348,19 @@ class EriTrack:
             spec["name"], spec["cfg"], dims=spec["dims"], seq_len=spec["seq_len"]
         )
 
+    def write_submission(
+        self, pred: Predictions, data: Path, folder: Path, **kw: Any
+    ) -> tuple[list[Path], int, list[str]]:
+        """Write the challenge file(s) for test `pred` into `folder` (see abaw.eri.submission)."""
+        from abaw.eri.submission import write_submission
+
+        return write_submission(pred, data, folder, **kw)
+
+    def validate_submission(self, path: Path, data: Path, *, frames: Path | None = None) -> list:
+        """Every problem of the submission at `path` (see abaw.eri.submission)."""
+        from abaw.eri.submission import validate_submission
+
+        return validate_submission(path, data, frames=frames)
+
 
 TRACK = EriTrack()

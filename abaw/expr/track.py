@@ -502,5 +502,19 @@ class ExprTrack:
         cls = model_config(spec["model"])
         return build_model(spec["model"], cls(**spec["config"]), spec["dims"])
 
+    def write_submission(
+        self, pred: Predictions, data: Path, folder: Path, **kw: Any
+    ) -> tuple[list[Path], int, list[str]]:
+        """Write the challenge file(s) for test `pred` into `folder` (see abaw.expr.submission)."""
+        from abaw.expr.submission import write_submission
+
+        return write_submission(pred, data, folder, **kw)
+
+    def validate_submission(self, path: Path, data: Path, *, frames: Path | None = None) -> list:
+        """Every problem of the submission at `path` (see abaw.expr.submission)."""
+        from abaw.expr.submission import validate_submission
+
+        return validate_submission(path, data, frames=frames)
+
 
 TRACK = ExprTrack()
