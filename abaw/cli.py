@@ -309,6 +309,26 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo", metavar="DIR", help="working folder (default: demo/)")
+    p.add_argument(
+        "--track", choices=("both", *TRACK_CHOICES), default="both", help="which tracks (default: both)"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=8.0,
+        metavar="M",
+        help="wall-clock budget for all tuning (default 8: the whole demo in about 10 min "
+        "on a 2-core CPU); more minutes = more trials",
+    )
+    p.add_argument("--jobs", type=int, help="trials in parallel (default: 2 on 2+ cores)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the search")
+    p.add_argument(
+        "--scale",
+        choices=("small", "tiny"),
+        default="small",
+        help="small: the demo; tiny: a smoke test in well under a minute",
+    )
 
 
 @dataclass(frozen=True)

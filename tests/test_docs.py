@@ -47,6 +47,8 @@ REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"--trials[ =]\d+"), "--trials 2"),
     (re.compile(r"\btrain\.epochs=\d+"), "train.epochs=2"),
     (re.compile(r"--minutes[ =][0-9.]+"), "--minutes 0.5"),
+    # `abaw demo` at its real size is ten minutes: the docs run its smoke-test size.
+    (re.compile(r"\babaw demo\b(?![^\n]*--scale)"), "abaw demo --scale tiny --minutes 0.5"),
     # The checkout is already importable through the `abaw` shim: installing is a no-op.
     (re.compile(r"\bpip install\b[^&|;#\n]*"), "true "),
 ]
@@ -382,8 +384,11 @@ def test_harness_parses_and_rewrites():
     )
     assert rewrite(cmd) == (
         "true && abaw synth --scale tiny --out d && "
-        "abaw tune --trials 2 --set train.epochs=2 && abaw demo --minutes 0.5"
+        "abaw tune --trials 2 --set train.epochs=2 && "
+        "abaw demo --scale tiny --minutes 0.5 --minutes 0.5"
     )
+    assert rewrite("abaw demo") == "abaw demo --scale tiny --minutes 0.5"
+    assert rewrite("abaw demo --scale tiny --out x") == "abaw demo --scale tiny --out x"
     multi = (
         "abaw tune --sweep s.toml \\\n  --trials 50  # note\nabaw train --sweep s.toml --set x=1"
     )

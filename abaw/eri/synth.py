@@ -286,6 +286,7 @@ def write_eri(
     for name in features:
         (feat_dir / name).mkdir(parents=True, exist_ok=True)
     _write_tables(out, layout, ids_bare, split, y, seed)
+    _write_hidden_test_labels(out, layout, ids_bare, split, y)
 
     starts = list(range(0, n, CHUNK))
     jobs = (
@@ -315,6 +316,19 @@ def write_eri(
     with atomic_open(out / "oracle.json") as fh:
         json.dump(oracle, fh, indent=2)
     return oracle
+
+
+def _write_hidden_test_labels(
+    out: Path, layout: str, ids: list[str], split: np.ndarray, y: np.ndarray
+) -> None:
+    """Test labels go to `.oracle/test_labels.csv`, where no loader looks (demo and benchmarks
+    score test predictions against them; the data set itself has none, as the real one)."""
+    spell = (lambda i: f"[{i}]") if layout == "muse" else (lambda i: i)
+    with atomic_open(out / ".oracle" / "test_labels.csv") as fh:
+        fh.write("File_ID," + ",".join(EMOTIONS) + "\n")
+        for i, s, row in zip(ids, split, y, strict=True):
+            if s == "test":
+                fh.write(spell(i) + "," + ",".join(f"{v:.6f}" for v in row) + "\n")
 
 
 def _write_tables(
