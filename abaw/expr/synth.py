@@ -400,7 +400,7 @@ def cli_synth(args: argparse.Namespace, out: Path, features: list[str] | None) -
     )
     s = oracle["splits"]
     console.print(
-        f"Wrote Expr {args.scale} data to {out}: "
+        f"Wrote Expr {args.scale}{' hard' if oracle['difficulty'] == 'hard' else ''} data to {out}: "
         + ", ".join(f"{k} {v['videos']} videos / {v['frames']} frames" for k, v in s.items())
         + f". Oracle macro F1: devel {s['devel']['macro_f1']:.3f}, test {s['test']['macro_f1']:.3f}."
     )
