@@ -97,6 +97,21 @@ def ridge_reference(task: EriTask) -> dict[str, dict]:
     return out
 
 
+def _done(logs: list[str]) -> dict[tuple[str, str, int], dict]:
+    """Per-run result lines (`<set> <model> {json}`) of earlier logs, by (set, model, seed)."""
+    out = {}
+    labels = sorted((r[0] for r in ROWS), key=len, reverse=True)
+    for log in logs:
+        for line in Path(log).read_text().splitlines():
+            head, _, rest = line.partition(" ")
+            label = next((lab for lab in labels if rest.startswith(lab + " {")), None)
+            if label is None:
+                continue
+            row = json.loads(rest[len(label) + 1 :].split(" (from --resume)")[0])
+            out[(head, label, row["seed"])] = row
+    return out
+
+
 def _summ(vals: list[float]) -> tuple[float, float]:
     return float(np.mean(vals)), float((max(vals) - min(vals)) / 2)
 
@@ -114,7 +129,15 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=0, help="0 = the sweeps' (auto from the data)")
     ap.add_argument("--rows", help="comma-separated labels (or 1-based numbers); default all")
     ap.add_argument("--json", help="write every result here")
+    ap.add_argument(
+        "--resume",
+        nargs="*",
+        default=[],
+        metavar="LOG",
+        help="logs of earlier runs of this script: (set, model, seed) found there are not rerun",
+    )
     args = ap.parse_args()
+    done = _done(args.resume)
     torch.set_num_threads(1)
     device = torch.device("cpu")
     rows = ROWS
@@ -135,6 +158,11 @@ def main() -> None:
         print(f"ridge: {json.dumps(ref)}", flush=True)
         for label, sweep, over, _ in rows:
             for seed in seeds:
+                prev = done.get((root.name, label, seed))
+                if prev is not None:
+                    res.setdefault(label, []).append(prev)
+                    print(f"{root.name} {label} {json.dumps(prev)} (from --resume)", flush=True)
+                    continue
                 model, cfg = _configs(sweep, over, args)
                 task = EriTask(data, model, cfg, device)
                 t0 = time.perf_counter()
