@@ -136,6 +136,9 @@ def main() -> None:
         metavar="LOG",
         help="logs of earlier runs of this script: (set, model, seed) found there are not rerun",
     )
+    ap.add_argument(
+        "--report-only", action="store_true", help="with --resume: tables of what the logs hold"
+    )
     args = ap.parse_args()
     done = _done(args.resume)
     torch.set_num_threads(1)
@@ -162,6 +165,8 @@ def main() -> None:
                 if prev is not None:
                     res.setdefault(label, []).append(prev)
                     print(f"{root.name} {label} {json.dumps(prev)} (from --resume)", flush=True)
+                    continue
+                if args.report_only:
                     continue
                 model, cfg = _configs(sweep, over, args)
                 task = EriTask(data, model, cfg, device)
@@ -212,6 +217,8 @@ def _table(root: Path, ceiling: float, ref: dict, rows, res: dict) -> None:
             continue
         m, sp = _summ([r["score"] for r in rs])
         ok = "yes" if m >= ref[refname]["score"] else "**no**"
+        if len(rs) < 3:
+            ok += f" ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
         ep = "/".join(f"{r['best_epoch']}:{r['epochs']}" for r in rs)
         secs = np.mean([r["seconds"] for r in rs])
         load = np.mean([r["load"] for r in rs])
