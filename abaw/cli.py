@@ -66,6 +66,13 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
         help="tiny: seconds (tests); small: a CPU demo; full: the real challenge sizes",
     )
     g.add_argument(
+        "--difficulty",
+        choices=("normal", "hard"),
+        default="normal",
+        help="hard: fewer training samples, longer and more variable sequences, weaker "
+        "per-step signal, so overfitting shows (e.g. --scale small --difficulty hard)",
+    )
+    g.add_argument(
         "--seed", type=int, default=0, help="random seed (output is deterministic per seed)"
     )
     g.add_argument(
@@ -310,7 +317,10 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo", metavar="DIR", help="working folder (default: demo/)")
     p.add_argument(
-        "--track", choices=("both", *TRACK_CHOICES), default="both", help="which tracks (default: both)"
+        "--track",
+        choices=("both", *TRACK_CHOICES),
+        default="both",
+        help="which tracks (default: both)",
     )
     p.add_argument(
         "--minutes",

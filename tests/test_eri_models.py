@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from abaw.eri.models import FusionConfig, LstmConfig, build_model, model_spec
+from abaw.eri.models import FusionConfig, LstmConfig, PooledConfig, build_model, model_spec
 
 B, T, DA, DV = 6, 10, 12, 20
 
@@ -167,3 +167,80 @@ def test_model_spec_rebuilds_the_same_architecture():
     assert [(n, p.shape) for n, p in a.named_parameters()] == [
         (n, p.shape) for n, p in b.named_parameters()
     ]
+
+
+# -- read-out switch and the pooled variant ------------------------------------------------
+
+
+def test_mean_readout_has_no_per_step_projection_and_ignores_padding():
+    flat, mean = _fusion("AVI"), _fusion("AVI", readout="mean")
+    n_flat = sum(p.numel() for p in flat.proj_cat.parameters())
+    n_mean = sum(p.numel() for p in mean.proj_cat.parameters())
+    assert n_flat > 0.9 * T * n_mean  # flatten: T x 3dM inputs; mean: 3dM
+    b = _batch()
+    y, logits = mean(b)
+    assert y.shape == (B, 7) and logits.shape == (B, 7)
+    g = dict(b, audio=b["audio"].clone())
+    g["audio"][0, 4:] = 1e3  # padded steps of sample 0
+    torch.testing.assert_close(mean(g)[0], y)
+    g["audio"][0, 1] = 5.0  # a real step
+    assert not torch.allclose(mean(g)[0][0], y[0])
+
+
+def test_readout_rejects_unknown_value():
+    with pytest.raises(ValueError, match="readout"):
+        FusionConfig(readout="max")
+
+
+def _pooled(**kw) -> nn.Module:
+    torch.manual_seed(0)
+    cfg = PooledConfig(width=8, **kw)
+    return build_model("pooled", cfg, dims={"audio": DA, "visual": DV}, seq_len=T).eval()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"stats": "mean"},
+        {"stats": "mean_std_max", "attention": True},
+        {"depth": 0},
+        {"depth": 2, "modalities": "V"},
+        {"modalities": "A", "class_head": False},
+    ],
+)
+def test_pooled_shapes_padding_and_missing_modality(kw):
+    model, b = _pooled(**kw), _batch()
+    y, logits = model(b)
+    assert y.shape == (B, 7) and ((y > 0) & (y < 1)).all()
+    assert (logits is None) == (kw.get("class_head") is False)
+    g = {k: v.clone() for k, v in b.items()}
+    g["audio"][0, 4:] = 1e3
+    g["visual"][1, 7:] = -50.0
+    torch.testing.assert_close(model(g)[0], y)
+    g["audio_mask"][2] = False
+    g["visual_mask"][3] = False
+    assert torch.isfinite(model(g)[0]).all()
+
+
+def test_pooled_statistics_are_the_masked_ones():
+    model, b = _pooled(stats="mean_std_max"), _batch()
+    z = model.pool(b["audio"], b["audio_mask"], "audio")
+    x = b["audio"][0, :4]  # sample 0 has 4 real audio steps
+    torch.testing.assert_close(z[0, :DA], x.mean(0))
+    torch.testing.assert_close(z[0, DA : 2 * DA], x.std(0, unbiased=False), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(z[0, 2 * DA : 3 * DA], x.amax(0))
+    assert z[0, -1] == 1.0
+    empty = b["audio_mask"].clone()
+    empty[0] = False
+    assert (model.pool(b["audio"], empty, "audio")[0] == 0).all()
+
+
+def test_pooled_config_checks_and_spec_roundtrip():
+    with pytest.raises(ValueError, match="stats"):
+        PooledConfig(stats="median")
+    with pytest.raises(ValueError, match="depth"):
+        PooledConfig(depth=-1)
+    spec = model_spec("pooled", PooledConfig(width=8), dims={"audio": DA, "visual": DV}, seq_len=T)
+    m = build_model(**spec)
+    assert isinstance(m, nn.Module)

@@ -132,3 +132,46 @@ def test_cli_synth_and_nonempty_out(tmp_path, capsys):
     assert cli_main(argv) == 1  # not empty, no --force
     assert cli_main([*argv[:-1], "Nope"] + ["--force"]) == 1
     assert "unknown feature set" in capsys.readouterr().err
+
+
+def test_hard_difficulty_fewer_train_longer_sequences(tmp_path):
+    normal = write_eri(tmp_path / "n", scale="tiny", seed=1, features=["eGeMAPS", "FAUs"], n_jobs=1)
+    hard = write_eri(
+        tmp_path / "h",
+        scale="tiny",
+        seed=1,
+        features=["eGeMAPS", "FAUs"],
+        n_jobs=1,
+        difficulty="hard",
+    )
+    assert hard["difficulty"] == "hard" and normal["difficulty"] == "normal"
+    assert hard["counts"]["train"] < normal["counts"]["train"]
+    assert hard["counts"]["devel"] == normal["counts"]["devel"]
+    assert hard["sequence_lengths"]["visual"][1] > 3 * normal["sequence_lengths"]["visual"][1]
+    assert hard["params"]["visual_jitter"] > normal["params"]["visual_jitter"]
+    assert (tmp_path / "h" / "oracle.json").is_file()
+    data = load_eri(tmp_path / "h", {"eGeMAPS": "audio", "FAUs": "visual"}, n_jobs=1)
+    lengths = np.diff(np.asarray(data.features["FAUs"].offsets))
+    assert lengths.max() > 20
+    with pytest.raises(ValueError, match="difficulty"):
+        write_eri(tmp_path / "x", scale="tiny", difficulty="brutal")
+
+
+def test_cli_difficulty_flag(tmp_path):
+    rc = cli_main(
+        [
+            "synth",
+            "--track",
+            "eri",
+            "--scale",
+            "tiny",
+            "--difficulty",
+            "hard",
+            "--features",
+            "eGeMAPS,FAUs",
+            "--out",
+            str(tmp_path / "h"),
+        ]
+    )
+    assert rc == 0
+    assert json.loads((tmp_path / "h" / "oracle.json").read_text())["difficulty"] == "hard"

@@ -65,7 +65,7 @@ def _configs(
 def test_track_contract():
     assert get_track("eri") is TRACK
     assert TRACK.columns == EMOTIONS and TRACK.metric == "mean_pearson"
-    assert TRACK.models() == ["fusion", "lstm"]
+    assert TRACK.models() == ["fusion", "lstm", "pooled"]
     assert TRACK.sections("lstm")["model"] is LstmConfig
     with pytest.raises(ConfigError, match="unknown ERI model 'gru'"):
         TRACK.sections("gru")
@@ -259,3 +259,49 @@ def test_variant_without_its_modality_is_a_config_error(data):
         EriTask(data, "fusion", cfg, CPU)
     with pytest.raises(ValueError, match="audio' or 'visual"):
         EriDataConfig(features={"DeepSpectrum": "speech"})
+
+
+def test_max_len_unset_is_chosen_from_the_data(data):
+    cfg = _configs(max_len=None)
+    task = EriTask(data, "fusion", cfg, CPU)
+    lengths = np.concatenate([np.diff(np.asarray(data.features[f].offsets)) for f in sorted(PAPER)])
+    expected = int(np.ceil(np.quantile(lengths[lengths > 0], 0.9)))
+    assert task.max_len == expected and task.model_spec["seq_len"] == expected
+    assert any(n.startswith(f"data.max_len = {expected}: the 90th percentile") for n in task.notes)
+    # a fixed value is used as given, with no note
+    fixed = EriTask(data, "fusion", _configs(max_len=5), CPU)
+    assert fixed.max_len == 5 and not any("max_len" in n for n in fixed.notes)
+    # another quantile gives another length
+    low = EriTask(
+        data, "fusion", dict(cfg, data=EriDataConfig(features=PAPER, max_len_quantile=0.1)), CPU
+    )
+    assert low.max_len == int(np.ceil(np.quantile(lengths[lengths > 0], 0.1))) < expected
+    with pytest.raises(ValueError, match="max_len_quantile"):
+        EriDataConfig(max_len_quantile=0.0)
+
+
+def test_pooled_and_mean_readout_train_through_the_track(data):
+    from abaw.eri.models import PooledConfig
+
+    for model, mc in (
+        ("pooled", PooledConfig(width=16)),
+        ("fusion", FusionConfig(embed_dim=16, tcn_levels=2, readout="mean")),
+    ):
+        cfg = dict(_configs(), model=mc)
+        task = EriTask(data, model, cfg, CPU)
+        r = fit(task, cfg["train"], device=CPU, seed=0)
+        assert np.isfinite(r.best_score)
+        assert TRACK.build_model(task.model_spec) is not None
+
+
+def test_shipped_eri_sweeps_build(data):
+    from abaw.sweep import build_configs, load_sweep
+
+    for name in ("eri-fusion", "eri-fusion-mean", "eri-pooled", "eri-lstm"):
+        s = load_sweep(SWEEPS / f"{name}.toml")
+        configs = build_configs(s.resolve(), TRACK.sections(s.model), where=name)
+        assert configs["model"] is not None
+    paper = build_configs(
+        load_sweep(SWEEPS / "eri-fusion.toml").resolve(), TRACK.sections("fusion"), where="p"
+    )
+    assert paper["model"].readout == "flatten" and paper["data"].max_len == 30

@@ -149,3 +149,16 @@ def test_cli(tmp_path, capsys):
     assert rc == 0
     assert "Oracle macro F1" in capsys.readouterr().out
     assert [p.name for p in (out / "features").iterdir()] == ["IRv1-CASIA"]
+
+
+def test_hard_difficulty(tmp_path, tiny):
+    _, normal = tiny
+    hard = write_expr(tmp_path / "h", scale="tiny", seed=0, difficulty="hard")
+    assert hard["difficulty"] == "hard" and normal["difficulty"] == "normal"
+    assert hard["splits"]["train"]["videos"] < normal["splits"]["train"]["videos"]
+    assert hard["splits"]["devel"]["videos"] == normal["splits"]["devel"]["videos"]
+    assert hard["generator"]["frame_noise_sd"] > normal["generator"]["frame_noise_sd"]
+    assert (tmp_path / "h" / "oracle.json").is_file()
+    assert any((tmp_path / "h" / ".oracle" / "test_labels").glob("*.npy"))
+    with pytest.raises(ConfigError, match="difficulty"):
+        write_expr(tmp_path / "x", scale="tiny", difficulty="brutal")

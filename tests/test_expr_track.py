@@ -348,3 +348,26 @@ def test_tiny_end_to_end_training_beats_majority_class(tiny_expr):
     assert result.best_score > baseline + 0.05
     tables = task.summary(devel)
     assert [t.title.split()[0] for t in tables] == ["devel", "confusion"]
+
+
+def test_class_alpha_sqrt_inverse_and_effective_number():
+    counts = np.array([1000, 10, 100, 50, 500, 200, 80, 0])
+    inv = class_alpha(FocalConfig(alpha="inverse"), counts)
+    sq = class_alpha(FocalConfig(alpha="sqrt_inverse"), counts)
+    eff = class_alpha(FocalConfig(alpha="effective", effective_beta=0.99), counts)
+    for w in (inv, sq, eff):
+        assert w[7] == 0.0 and np.isclose(w[:7].mean(), 1.0)
+        assert w[1] > w[2] > w[4] > w[0]  # rarer class, larger weight
+    assert sq[1] / sq[0] < inv[1] / inv[0]  # sqrt is milder than inverse
+    n = counts[:7].astype(float)
+    e = (1 - 0.99) / (1 - 0.99**n)
+    np.testing.assert_allclose(eff[:7], e / e.mean(), rtol=1e-5)
+    # beta -> 0: uniform; beta -> 1: inverse
+    near0 = class_alpha(FocalConfig(alpha="effective", effective_beta=1e-6), counts)
+    np.testing.assert_allclose(near0[:7], 1.0, rtol=1e-4)
+    near1 = class_alpha(FocalConfig(alpha="effective", effective_beta=1 - 1e-9), counts)
+    np.testing.assert_allclose(near1[:7], inv[:7], rtol=1e-3)
+    with pytest.raises(ValueError, match="effective_beta"):
+        FocalConfig(alpha="effective", effective_beta=1.0)
+    with pytest.raises(ValueError, match="sqrt_inverse"):
+        FocalConfig(alpha="log")

@@ -11,7 +11,17 @@ Padded steps never influence the output (inputs and embeddings are zeroed
 there, attention ignores them), and a sample whose modality is missing
 entirely (mask all False) gets a finite prediction from what is present.
 
-Variants are registered by name in MODELS and built by `build_model`.
+Variants are registered by name in `MODELS` (an `abaw.registry.Registry`) and
+built by `build_model`:
+
+- `fusion`: the paper's model. `readout = "flatten"` is the paper's read-out
+  (flatten over time, then Linear); `readout = "mean"` (a deviation) pools the
+  encoders' outputs over the valid steps instead, so the projection has 3dM
+  inputs instead of T x 3dM and does not memorise positions of a small set.
+- `pooled`: per-modality statistics over the valid steps (mean, std, optionally
+  max and attention pooling), concatenated, into a small MLP: fast, strong, and
+  the sanity baseline (a ridge regression on the means is its linear special case).
+- `lstm`: the MuSe-2022 baseline.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from abaw.registry import Registry
 
 NUM_EMOTIONS = 7
 
@@ -46,6 +58,37 @@ class FusionConfig:
     inter_depth: int = 1  # transformer layers of the interaction encoder
     inter_dropout: float = 0.1  # dropout inside the interaction encoder
     class_head: bool = True  # 7-way class head for the loss's class term
+    readout: Literal["flatten", "mean"] = (
+        "flatten"  # paper: flatten over time -> Linear; mean: masked mean over steps (deviation)
+    )
+
+    def __post_init__(self) -> None:
+        if self.readout not in ("flatten", "mean"):
+            raise ValueError(f"model.readout must be 'flatten' or 'mean', found {self.readout!r}")
+
+
+@dataclass
+class PooledConfig:
+    """Per-modality pooled statistics -> MLP (not in the paper: the fast ensemble member)."""
+
+    modalities: Literal["A", "V", "AV"] = "AV"  # which modalities' statistics are used
+    stats: Literal["mean", "mean_std", "mean_std_max"] = "mean_std"  # statistics per modality
+    attention: bool = False  # add a learned attention-pooled vector per modality
+    width: int = 256  # hidden width of the MLP
+    depth: int = 1  # hidden layers (0 = linear read-out of the statistics)
+    dropout: float = 0.3  # dropout after each hidden layer
+    input_dropout: float = 0.2  # dropout on the pooled statistics
+    class_head: bool = True  # 7-way class head for the loss's class term
+
+    def __post_init__(self) -> None:
+        if self.stats not in ("mean", "mean_std", "mean_std_max"):
+            raise ValueError(
+                f"model.stats must be mean, mean_std or mean_std_max, found {self.stats!r}"
+            )
+        if self.width < 1 or self.depth < 0:
+            raise ValueError("model.width must be >= 1 and model.depth >= 0")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.input_dropout < 1.0):
+            raise ValueError("model.dropout and model.input_dropout must be in [0, 1)")
 
 
 @dataclass
@@ -166,14 +209,15 @@ class FusionModel(nn.Module):
         )
         n = len(self.names)
         proj_out = d * n // 2  # [code] d * M / 2
+        steps = seq_len if cfg.readout == "flatten" else 1
         self.proj_cat = nn.Sequential(
-            nn.Flatten(1), nn.Linear(seq_len * 3 * d * n, proj_out), nn.ReLU()
+            nn.Flatten(1), nn.Linear(steps * 3 * d * n, proj_out), nn.ReLU()
         )
         head_in = proj_out
         if cfg.modalities == "AVI":
             self.interact = Encoder(2 * d, cfg.inter_heads, cfg.inter_depth, cfg.inter_dropout)
             self.proj_av = nn.Sequential(
-                nn.Flatten(1), nn.Linear(seq_len * 6 * d, proj_out), nn.ReLU()
+                nn.Flatten(1), nn.Linear(steps * 6 * d, proj_out), nn.ReLU()
             )
             head_in += proj_out
         self.head = nn.Linear(head_in, NUM_EMOTIONS)
@@ -186,14 +230,79 @@ class FusionModel(nn.Module):
             h = self.embed[m](batch[m], mask)
             g = self.encode[m](h, _attention_pad(mask)) * mask[..., None]
             hs.append(h)
-            gs.append(g)
+            gs.append(self._read(g, mask))
             masks.append(mask)
         z = [self.proj_cat(torch.cat(gs, dim=-1))]
         if self.cfg.modalities == "AVI":
             union = masks[0] | masks[1]
             g_av = self.interact(torch.cat(hs, dim=-1), _attention_pad(union))
-            z.append(self.proj_av(g_av * union[..., None]))
+            z.append(self.proj_av(self._read(g_av * union[..., None], union)))
         z = torch.cat(z, dim=-1)
+        logits = self.class_head(z) if self.class_head is not None else None
+        return torch.sigmoid(self.head(z)), logits
+
+    def _read(self, g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Flatten read-out: the (zeroed-padding) sequence itself; mean: masked mean over steps."""
+        if self.cfg.readout == "flatten":
+            return g
+        return masked_mean(g, mask)[:, None]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, D) mean over the valid steps; zeros for a sample with none."""
+    m = mask[..., None].to(x.dtype)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class PooledModel(nn.Module):
+    """Masked statistics over time per modality (+ presence flag), concatenated -> MLP."""
+
+    def __init__(self, cfg: PooledConfig, dims: dict[str, int], seq_len: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.names = {"A": ["audio"], "V": ["visual"]}.get(cfg.modalities, ["audio", "visual"])
+        missing = [m for m in self.names if m not in dims]
+        if missing:
+            raise ValueError(f"modalities {cfg.modalities!r} need features of {missing}")
+        k = {"mean": 1, "mean_std": 2, "mean_std_max": 3}[cfg.stats] + int(cfg.attention)
+        if cfg.attention:
+            self.score = nn.ModuleDict({m: nn.Linear(dims[m], 1) for m in self.names})
+        width_in = sum(k * dims[m] + 1 for m in self.names)
+        layers: list[nn.Module] = [nn.Dropout(cfg.input_dropout)]
+        for i in range(cfg.depth):
+            layers += [
+                nn.Linear(width_in if i == 0 else cfg.width, cfg.width),
+                nn.ReLU(),
+                nn.Dropout(cfg.dropout),
+            ]
+        self.body = nn.Sequential(*layers)
+        head_in = cfg.width if cfg.depth else width_in
+        self.head = nn.Linear(head_in, NUM_EMOTIONS)
+        self.class_head = nn.Linear(head_in, NUM_EMOTIONS) if cfg.class_head else None
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor, name: str) -> torch.Tensor:
+        """(B, T, D) -> (B, k*D + 1): the statistics of one modality and a presence flag."""
+        m = mask[..., None].to(x.dtype)
+        n = m.sum(dim=1).clamp(min=1.0)
+        mean = (x * m).sum(dim=1) / n
+        parts = [mean]
+        if self.cfg.stats != "mean":
+            var = (((x - mean[:, None]) ** 2) * m).sum(dim=1) / n
+            parts.append(torch.sqrt(var + 1e-6))
+        if self.cfg.stats == "mean_std_max":
+            big = torch.finfo(x.dtype).max
+            mx = x.masked_fill(~mask[..., None], -big).amax(dim=1)
+            parts.append(torch.where(mask.any(dim=1, keepdim=True), mx, torch.zeros_like(mx)))
+        if self.cfg.attention:
+            s = self.score[name](x).squeeze(-1).masked_fill(~mask, float("-inf"))
+            w = torch.softmax(s.masked_fill(~mask.any(dim=1, keepdim=True), 0.0), dim=1)
+            parts.append((w[..., None] * x * m).sum(dim=1))
+        present = mask.any(dim=1, keepdim=True).to(x.dtype)
+        return torch.cat(parts + [present], dim=-1) * present  # absent: all zeros
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.cat([self.pool(batch[m], batch[f"{m}_mask"], m) for m in self.names], dim=-1)
+        z = self.body(z)
         logits = self.class_head(z) if self.class_head is not None else None
         return torch.sigmoid(self.head(z)), logits
 
@@ -239,27 +348,39 @@ class LstmModel(nn.Module):
         return torch.sigmoid(self.out(last)), None
 
 
-MODELS: dict[str, tuple[type, type[nn.Module]]] = {
-    "fusion": (FusionConfig, FusionModel),
-    "lstm": (LstmConfig, LstmModel),
-}
+MODELS = Registry("eri")
+
+
+@MODELS.register("fusion", FusionConfig)
+def fusion(cfg: FusionConfig, dims: dict[str, int], seq_len: int) -> nn.Module:
+    """The paper's audio-visual transformer fusion (modalities A, V, AV, AVI)."""
+    return FusionModel(cfg, dims, seq_len)
+
+
+@MODELS.register("pooled", PooledConfig)
+def pooled(cfg: PooledConfig, dims: dict[str, int], seq_len: int) -> nn.Module:
+    """Pooled per-modality statistics -> MLP."""
+    return PooledModel(cfg, dims, seq_len)
+
+
+@MODELS.register("lstm", LstmConfig)
+def lstm(cfg: LstmConfig, dims: dict[str, int], seq_len: int) -> nn.Module:
+    """The MuSe-2022 LSTM baseline on every selected feature set."""
+    return LstmModel(cfg, dims, seq_len)
 
 
 def build_model(name: str, cfg, *, dims: dict[str, int], seq_len: int) -> nn.Module:
     """Build a registered ERI model.
 
     Args:
-        name: "fusion" or "lstm".
+        name: a registered name (`MODELS.names()`: fusion, lstm, pooled).
         cfg: the model's config dataclass (or a plain dict of its fields, as stored in checkpoints).
-        dims: input widths, "audio"/"visual" (fusion) or "all" (lstm).
+        dims: input widths, "audio"/"visual" (fusion, pooled) or "all" (lstm).
         seq_len: steps per sample (the data's max_len).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown ERI model {name!r}; known: {sorted(MODELS)}")
-    cfg_cls, model_cls = MODELS[name]
-    if isinstance(cfg, dict):
-        cfg = cfg_cls(**cfg)
-    return model_cls(cfg, dims, seq_len)
+        raise ValueError(f"unknown ERI model {name!r}; known: {MODELS.names()}")
+    return MODELS.build(name, cfg, dims=dims, seq_len=seq_len)
 
 
 def model_spec(name: str, cfg, *, dims: dict[str, int], seq_len: int) -> dict:

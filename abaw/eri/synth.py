@@ -19,6 +19,7 @@ out by Monte Carlo): the best any model can reach on devel and test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import zlib
 from dataclasses import asdict, dataclass
@@ -67,6 +68,37 @@ SCALES: dict[str, Scale] = {
     # Full: the real split sizes; short sequences keep the two paper sets at ~3 GB of CSV.
     "full": Scale(15806, 4657, 4604, (4, 8), (3, 6), tuple(PAPER_FEATURES), 13, 2, 3),
 }
+
+
+# `difficulty="hard"`: fewer training samples, longer and more variable sequences (visual
+# 12-60 steps, audio shorter, as the real set), weaker per-step signal, so a model that
+# memorises shows it (the small set's sequences are 3-10 steps and its train set large).
+HARD: dict[str, dict] = {
+    "scale": {
+        "n_train": 0.35,  # share of the scale's training samples kept
+        "audio_len": (6, 40),
+        "visual_len": (12, 60),
+    },
+    "params": {"visual_jitter": 1.6, "audio_jitter": 4.5, "column_noise": 0.5},
+}
+DIFFICULTIES = ("normal", "hard")
+
+
+def resolve_difficulty(scale: str, difficulty: str) -> tuple[Scale, Params]:
+    """The sizes and generator constants of `scale` at `difficulty`."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; choose from {list(DIFFICULTIES)}")
+    sc, p = SCALES[scale], Params()
+    if difficulty == "hard":
+        h = HARD["scale"]
+        sc = dataclasses.replace(
+            sc,
+            n_train=max(sc.n_missing_train + 8, int(sc.n_train * h["n_train"])),
+            audio_len=h["audio_len"],
+            visual_len=h["visual_len"],
+        )
+        p = dataclasses.replace(p, **HARD["params"])
+    return sc, p
 
 
 @dataclass
@@ -232,12 +264,14 @@ def write_eri(
     features: list[str] | None = None,
     n_jobs: int = -1,
     show_progress: bool | None = None,
+    difficulty: str = "normal",
 ) -> dict:
     """Write a synthetic ERI data set to `out`; returns the oracle dict (also in oracle.json).
 
     Args:
         out: folder to write into (created).
         scale: "tiny" (tests), "small" (CPU demo) or "full" (real challenge sizes).
+        difficulty: "normal" or "hard" (fewer train samples, 12-60 step clips, noisier steps).
         seed: random seed; the output is identical for a seed, whatever n_jobs.
         layout: "muse" (feats/, labels.csv, partition.csv) or "abaw5" (data_info.csv, features/).
         features: feature sets to write (default: the scale's defaults).
@@ -246,7 +280,7 @@ def write_eri(
         raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALES)}")
     if layout not in ("muse", "abaw5"):
         raise ValueError(f"unknown layout {layout!r}; choose 'muse' or 'abaw5'")
-    sc, p = SCALES[scale], Params()
+    sc, p = resolve_difficulty(scale, difficulty)
     features = list(features) if features else list(sc.features)
     unknown = [f for f in features if f not in FEATURE_SETS]
     if unknown:
@@ -303,7 +337,14 @@ def write_eri(
             total += nbytes
             bar.update(task, advance=min(CHUNK, n - s), info=f"{total / 1e9:.2f} GB")
 
-    oracle = {"track": "eri", "seed": seed, "scale": scale, "layout": layout, "features": features}
+    oracle = {
+        "track": "eri",
+        "seed": seed,
+        "scale": scale,
+        "difficulty": difficulty,
+        "layout": layout,
+        "features": features,
+    }
     for s in ("devel", "test"):
         sel = idx[s]
         score = mean_pearson(y[sel], expected[sel], EMOTIONS)
@@ -361,14 +402,19 @@ def cli_synth(args: argparse.Namespace, out: Path, features: list[str] | None) -
     """`abaw synth --track eri`: write the data set and print its ceiling."""
     try:
         oracle = write_eri(
-            out, scale=args.scale, seed=args.seed, layout=args.layout, features=features
+            out,
+            scale=args.scale,
+            seed=args.seed,
+            layout=args.layout,
+            features=features,
+            difficulty=getattr(args, "difficulty", "normal"),
         )
     except ValueError as e:
         from abaw.errors import ConfigError
 
         raise ConfigError(str(e)) from None
     console.print(
-        f"ERI {args.scale} ({args.layout}) written to {out}: "
+        f"ERI {args.scale}{' hard' if oracle['difficulty'] == 'hard' else ''} ({args.layout}) written to {out}: "
         + ", ".join(f"{k} {v}" for k, v in oracle["counts"].items())
         + f"; oracle mean Pearson devel {oracle['devel']['mean_pearson']:.3f}, "
         f"test {oracle['test']['mean_pearson']:.3f}"

@@ -44,7 +44,8 @@ class EriDataConfig:
     features: dict[str, str] | list[str] = field(
         default_factory=_paper_features
     )  # feature set -> "audio" | "visual"; or a list of known names (modality implied)
-    max_len: int = 30  # steps per sample after cutting / zero-padding
+    max_len: int | None = None  # steps per sample after cutting / padding; None = from the data
+    max_len_quantile: float = 0.9  # max_len = None: this quantile of the used sequences' lengths
     cut: Literal["first", "even"] = (
         "first"  # longer sequences: first max_len steps, or evenly spread steps
     )
@@ -71,8 +72,12 @@ class EriDataConfig:
                 raise ValueError(
                     f"data.features.{name} must be 'audio' or 'visual', found {modality!r}"
                 )
-        if self.max_len < 1 or self.eval_batch_size < 1:
+        if (self.max_len is not None and self.max_len < 1) or self.eval_batch_size < 1:
             raise ValueError("data.max_len and data.eval_batch_size must be >= 1")
+        if not 0.0 < self.max_len_quantile <= 1.0:
+            raise ValueError(
+                f"data.max_len_quantile must be in (0, 1], found {self.max_len_quantile}"
+            )
 
 
 @dataclass
@@ -82,6 +87,18 @@ class EriLossConfig:
     alpha: float = 1.0  # weight of the intensity regression term
     beta: float = 0.01  # weight of the dominant-emotion class term; 0 = off
     regression: Literal["mse", "bce"] = "mse"  # regression loss on the sigmoid intensities
+
+
+def auto_max_len(lengths: list[np.ndarray], quantile: float = 0.9) -> int:
+    """Steps to keep when `data.max_len` is unset: a quantile of the non-empty sequences' lengths.
+
+    The paper's code cuts at 30 steps; on a set with longer clips a fixed 30 drops most of
+    each clip, on a set with shorter ones it pads. At least 1.
+    """
+    pooled = np.concatenate([np.asarray(x)[np.asarray(x) > 0] for x in lengths] or [np.zeros(0)])
+    if len(pooled) == 0:
+        return 1
+    return max(1, int(np.ceil(np.quantile(pooled, quantile))))
 
 
 def gather_index(offsets: np.ndarray, max_len: int, cut: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +170,19 @@ class EriTask:
                 f"data.features: {missing} not loaded; the data has {sorted(data.features)}"
             )
         cut, max_len = self.data_cfg.cut, self.data_cfg.max_len
+        self.notes = []
+        if max_len is None:
+            lengths = [np.diff(np.asarray(data.features[f].offsets)) for f in used]
+            max_len = auto_max_len(lengths, self.data_cfg.max_len_quantile)
+            q = self.data_cfg.max_len_quantile
+            real = np.concatenate([x[x > 0] for x in lengths])
+            cut_share = float(np.mean(real > max_len)) if len(real) else 0.0
+            self.notes.append(
+                f"data.max_len = {max_len}: the {100 * q:g}th percentile of the lengths of "
+                f"{', '.join(used)} (set data.max_len to fix it); {100 * cut_share:.0f}% of "
+                f"sequences are longer and cut ({cut!r})"
+            )
+        self.max_len = max_len
         self.feats = {f: _DeviceFeature(data.features[f], max_len, cut, device) for f in used}
         self.ids = np.asarray(data.ids).astype(str)
         self.labels = np.asarray(data.labels, dtype=np.float32)
@@ -168,7 +198,6 @@ class EriTask:
         self.split_index = {s: np.flatnonzero(split == s) for s in ("train", "devel", "test")}
         train = self.split_index["train"]
         self.train_index = torch.from_numpy(train[~lacks[train]]).to(device)
-        self.notes = []
         if lacks[train].any():
             self.notes.append(
                 f"{int(lacks[train].sum())} training sample(s) miss a modality and are left out of "

@@ -8,13 +8,13 @@ frame by frame into the 8 classes. Padding positions are masked out of attention
 A single-backbone model is the same model with one backbone (the sweep's
 `[data] backbones`), so the ablation differs in data, not in code.
 
-Models are registered by name, timm style; `build_model(name, cfg, dims)`.
+Models are registered by name in `MODELS` (an `abaw.registry.Registry`, the same
+shape as the ERI wing's); `build_model(name, cfg, dims)`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from abaw.expr import NUM_CLASSES
+from abaw.registry import Registry
 
 
 @dataclass
@@ -107,18 +108,8 @@ class FusionTransformer(nn.Module):
         return self.head(h)
 
 
-ModelBuilder = Callable[[FusionConfig, list[int]], nn.Module]
-MODELS: dict[str, tuple[type, ModelBuilder]] = {}
-
-
-def register(name: str, config: type) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register a model builder under `name` with its config dataclass."""
-
-    def deco(fn: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = (config, fn)
-        return fn
-
-    return deco
+MODELS = Registry("expr")
+register = MODELS.register  # `@register("name", Config)`; a duplicate name raises
 
 
 @register("fusion", FusionConfig)
@@ -128,15 +119,10 @@ def fusion(cfg: FusionConfig, dims: list[int]) -> nn.Module:
 
 
 def model_config(name: str) -> type:
-    """The config dataclass of the registered model `name`."""
-    if name not in MODELS:
-        from abaw.errors import ConfigError
-
-        raise ConfigError(f"unknown expr model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name][0]
+    """The config dataclass of the registered model `name` (ConfigError when unknown)."""
+    return MODELS.config(name)
 
 
 def build_model(name: str, cfg, dims: list[int]) -> nn.Module:
     """A fresh model `name` for inputs made of backbones with widths `dims`."""
-    model_config(name)
-    return MODELS[name][1](cfg, list(dims))
+    return MODELS.build(name, cfg, dims=list(dims))

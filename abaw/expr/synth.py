@@ -16,6 +16,7 @@ labels go to `<out>/.oracle/test_labels/<video>.npy` where no loader looks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,6 +91,16 @@ class GenParams:
     unannotated_every: int = 1500  # one -1 gap per this many frames, on average
 
 
+# `difficulty="hard"`: a third of the training videos, more variable video lengths, weaker
+# per-frame class signal and more label noise, so memorising the train set shows.
+HARD = {
+    "train_share": 1 / 3,
+    "length_sigma": 0.8,  # lognormal sigma of frames per video (normal: 0.45)
+    "params": {"frame_noise_sd": 0.6, "feature_noise_sd": 0.45, "label_noise_low": 0.45},
+}
+DIFFICULTIES = ("normal", "hard")
+
+
 def _names(rng: np.random.Generator, n: int, pairs: int, start: int) -> list[str]:
     """Aff-Wild2-looking names; `pairs` bases become `<base>_left` and `<base>_right`."""
     res = [(1920, 1080), (1280, 720), (640, 360), (640, 480), (480, 360)]
@@ -114,7 +125,9 @@ def _base(name: str) -> str:
     return name.removesuffix("_left").removesuffix("_right")
 
 
-def _frame_counts(rng: np.random.Generator, spec: ScaleSpec, names: list[list[str]]) -> list[int]:
+def _frame_counts(
+    rng: np.random.Generator, spec: ScaleSpec, names: list[list[str]], sigma: float = 0.45
+) -> list[int]:
     """Frames per video (pairs share their video's count); test total exact when asked."""
     counts: list[int] = []
     for split, vids in enumerate(names):
@@ -122,7 +135,7 @@ def _frame_counts(rng: np.random.Generator, spec: ScaleSpec, names: list[list[st
         for name in vids:
             base = _base(name)
             if base not in c:
-                n = rng.lognormal(np.log(spec.frames), 0.45)
+                n = rng.lognormal(np.log(spec.frames), sigma)
                 c[base] = int(np.clip(n, spec.frames // 3, spec.frames * 4))
         if split == 2 and spec.test_frames is not None:
             # Scale to the exact total: each base counts once per annotation file that uses it.
@@ -266,6 +279,7 @@ def write_expr(
     backbones: list[str] | None = None,
     feature_format: str = "npy",
     show_progress: bool | None = None,
+    difficulty: str = "normal",
 ) -> dict:
     """Write a synthetic Expr data set under `out`; returns the oracle dict (also oracle.json).
 
@@ -275,6 +289,7 @@ def write_expr(
         seed: the data set is a function of the seed (and is the same for any backbone subset).
         backbones: backbone names (default: all of BACKBONES); unknown names get width 512.
         feature_format: "npy" or "csv".
+        difficulty: "normal" or "hard" (a third of the train videos, noisier frames and labels).
     """
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
@@ -284,15 +299,25 @@ def write_expr(
     for bb in backbones:
         if bb not in BACKBONES:
             raise ConfigError(f"unknown backbone {bb!r}; synth knows {', '.join(BACKBONES)}")
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"unknown difficulty {difficulty!r}; choose one of {list(DIFFICULTIES)}")
     out, spec = Path(out), SCALES[scale]
     # Tiny videos are short: shorter segments so every class still shows up.
     p = GenParams(segment_median=25.0) if scale == "tiny" else GenParams()
+    sigma = 0.45
+    if difficulty == "hard":
+        n_train = max(2 * spec.pairs[0] + 1, round(spec.videos[0] * HARD["train_share"]))
+        spec = ScaleSpec(
+            (n_train, *spec.videos[1:]), spec.pairs, spec.frames, spec.test_frames, spec.jobs
+        )
+        p = dataclasses.replace(p, **HARD["params"])
+        sigma = HARD["length_sigma"]
     rng = np.random.default_rng([seed, 9])
     names, start = [], 1
     for n_vid, pairs in zip(spec.videos, spec.pairs, strict=True):
         names.append(_names(rng, n_vid, pairs, start))
         start += n_vid
-    counts = _frame_counts(rng, spec, names)
+    counts = _frame_counts(rng, spec, names, sigma)
     jobs = [
         (name, split)
         for split, vids in zip(("train", "devel", "test"), names, strict=True)
@@ -317,6 +342,7 @@ def write_expr(
         for r in test:
             fh.write("".join(f"{r['name']}/{i:05d}.jpg,\n" for i in range(1, len(r["y"]) + 1)))
     oracle = _oracle(results, scale, seed, backbones, feature_format, p)
+    oracle["difficulty"] = difficulty
     with atomic_open(out / "oracle.json") as fh:
         json.dump(oracle, fh, indent=2)
     return oracle
@@ -370,10 +396,11 @@ def cli_synth(args: argparse.Namespace, out: Path, features: list[str] | None) -
         seed=args.seed,
         backbones=features,
         feature_format=getattr(args, "feature_format", "npy"),
+        difficulty=getattr(args, "difficulty", "normal"),
     )
     s = oracle["splits"]
     console.print(
-        f"Wrote Expr {args.scale} data to {out}: "
+        f"Wrote Expr {args.scale}{' hard' if oracle['difficulty'] == 'hard' else ''} data to {out}: "
         + ", ".join(f"{k} {v['videos']} videos / {v['frames']} frames" for k, v in s.items())
         + f". Oracle macro F1: devel {s['devel']['macro_f1']:.3f}, test {s['test']['macro_f1']:.3f}."
     )

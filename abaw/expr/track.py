@@ -70,15 +70,19 @@ class ExprDataConfig:
             )
 
 
+ALPHA_KINDS = ("uniform", "inverse", "sqrt_inverse", "effective")
+
+
 @dataclass
 class FocalConfig:
     """Focal loss `-alpha_t (1 - p_t)^gamma log p_t` (the `[loss]` section)."""
 
     gamma: float = 2.0  # focusing parameter in [0, 5]; 0 = (weighted) cross-entropy
     alpha: str | list[float] = (
-        "uniform"  # "uniform", "inverse" (train class frequency, mean 1) or 8 weights
+        "uniform"  # uniform | inverse | sqrt_inverse | effective (Cui et al. 2019) | 8 weights
     )
     label_smoothing: float = 0.0  # eps of the smoothed target distribution
+    effective_beta: float = 0.9999  # alpha = "effective": weight (1 - beta) / (1 - beta^count)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma <= 5.0:
@@ -87,10 +91,13 @@ class FocalConfig:
             raise ValueError(
                 f"loss.label_smoothing must be in [0, 1), found {self.label_smoothing}"
             )
+        if not 0.0 < self.effective_beta < 1.0:
+            raise ValueError(f"loss.effective_beta must be in (0, 1), found {self.effective_beta}")
         if isinstance(self.alpha, str):
-            if self.alpha not in ("uniform", "inverse"):
+            if self.alpha not in ALPHA_KINDS:
                 raise ValueError(
-                    f"loss.alpha must be 'uniform', 'inverse' or 8 numbers, found {self.alpha!r}"
+                    f"loss.alpha must be one of {', '.join(ALPHA_KINDS)} or 8 numbers, "
+                    f"found {self.alpha!r}"
                 )
         elif len(self.alpha) != NUM_CLASSES or any(a < 0 for a in self.alpha):
             raise ValueError(
@@ -99,8 +106,11 @@ class FocalConfig:
 
 
 def class_alpha(cfg: FocalConfig, train_counts: np.ndarray) -> np.ndarray:
-    """Per-class alpha: ones, the given list, or inverse train frequency normalised to mean 1.
+    """Per-class alpha from the train class counts, normalised to mean 1 over present classes.
 
+    uniform: ones; inverse: 1 / count; sqrt_inverse: 1 / sqrt(count) (milder);
+    effective: (1 - beta) / (1 - beta^count), the effective number of samples (Cui et
+    al. 2019), between uniform (beta -> 0) and inverse (beta -> 1); or the given list.
     Classes absent from train get weight 0 (they never occur as a target there).
     """
     if not isinstance(cfg.alpha, str):
@@ -108,7 +118,13 @@ def class_alpha(cfg: FocalConfig, train_counts: np.ndarray) -> np.ndarray:
     if cfg.alpha == "uniform":
         return np.ones(NUM_CLASSES, dtype=np.float32)
     counts = np.asarray(train_counts, dtype=np.float64)
-    w = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    if cfg.alpha == "inverse":
+        inv = counts
+    elif cfg.alpha == "sqrt_inverse":
+        inv = np.sqrt(counts)
+    else:
+        inv = (1.0 - np.power(cfg.effective_beta, counts)) / (1.0 - cfg.effective_beta)
+    w = np.divide(1.0, inv, out=np.zeros_like(counts), where=counts > 0)
     present = counts > 0
     if present.any():
         w[present] /= w[present].mean()
