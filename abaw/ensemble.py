@@ -50,13 +50,6 @@ OFFSET_GRID = np.linspace(-3.0, 3.0, 25)
 EPS = 1e-7
 
 
-def _umask_mode(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; give the published folder the usual umask-based mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-
-
 # ---------------------------------------------------------------- storage (Contract A)
 
 
@@ -900,7 +893,9 @@ def _write(result: EnsembleResult, out_dir: Path, force: bool) -> Path:
     m["test_keys_sha256"] = keys_sha256(test.keys)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    _umask_mode(tmp)
+    from abaw.io import umask_mode
+
+    umask_mode(tmp)
     try:
         result.devel.save(tmp / "predictions-devel.npz")
         test.save(tmp / "predictions-test.npz")

@@ -38,6 +38,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            umask_mode(tmp_path)  # mkstemp makes 0600 files; publish with the usual mode
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -60,6 +62,19 @@ def atomic_open(
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def umask_mode(path: str | os.PathLike[str]) -> None:
+    """Give `path` the mode a plain `open()` / `mkdir()` would (0666 / 0777 less the umask).
+
+    Temporary files and folders (mkstemp, mkdtemp) are private (0600 / 0700); a report,
+    submission or checkpoint renamed into place should be readable by the team like any
+    other file the user makes.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~mask)
 
 
 def safe_name(name: str, *, what: str = "name") -> str:

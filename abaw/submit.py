@@ -39,13 +39,6 @@ KEPT = 1000  # problems of one kind materialised before one aggregate entry
 BOM = b"\xef\xbb\xbf"
 
 
-def _umask_mode(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; give the published folder the usual umask-based mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-
-
 @dataclass
 class Problem:
     """One reason the server would reject a submission.
@@ -327,7 +320,9 @@ def submit(
     tr = get_track(track)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
-    _umask_mode(tmp)
+    from abaw.io import umask_mode
+
+    umask_mode(tmp)
     try:
         files, rows, notes = tr.write_submission(
             pred, Path(data), tmp, fmt=fmt, id_style=id_style, frames=frames

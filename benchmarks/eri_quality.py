@@ -37,7 +37,7 @@ from abaw.eri.data import load_eri
 from abaw.eri.track import TRACK, EriTask
 from abaw.metrics import mean_pearson
 from abaw.sweep import build_configs, load_sweep
-from abaw.train import fit
+from abaw.train import fit, run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO, VISUAL = "DeepSpectrum", "PosterV2-ViT"
@@ -66,7 +66,7 @@ def _configs(sweep: str, overrides: dict, args) -> tuple[str, dict]:
     if args.max_len:
         o["data.max_len"] = args.max_len
     flat = s.resolve(overrides=o)
-    return s.model, build_configs(flat, TRACK.sections(s.model), where=sweep)
+    return s.model, build_configs(flat, run_sections(TRACK, s.model), where=sweep)
 
 
 def ridge_reference(task: EriTask) -> dict[str, dict]:

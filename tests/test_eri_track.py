@@ -20,7 +20,7 @@ from abaw.eri.track import TRACK, EriDataConfig, EriLossConfig, EriTask, gather_
 from abaw.errors import ConfigError
 from abaw.predictions import Predictions
 from abaw.track import get_track
-from abaw.train import TrainConfig, fit
+from abaw.train import TrainConfig, fit, run_sections
 
 CPU = torch.device("cpu")
 PAPER = {"DeepSpectrum": "audio", "PosterV2-ViT": "visual"}
@@ -299,9 +299,9 @@ def test_shipped_eri_sweeps_build(data):
 
     for name in ("eri-fusion", "eri-fusion-mean", "eri-pooled", "eri-lstm"):
         s = load_sweep(SWEEPS / f"{name}.toml")
-        configs = build_configs(s.resolve(), TRACK.sections(s.model), where=name)
+        configs = build_configs(s.resolve(), run_sections(TRACK, s.model), where=name)
         assert configs["model"] is not None
     paper = build_configs(
-        load_sweep(SWEEPS / "eri-fusion.toml").resolve(), TRACK.sections("fusion"), where="p"
+        load_sweep(SWEEPS / "eri-fusion.toml").resolve(), run_sections(TRACK, "fusion"), where="p"
     )
     assert paper["model"].readout == "flatten" and paper["data"].max_len == 30

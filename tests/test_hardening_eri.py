@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,10 +83,24 @@ def test_dangling_symlink_feature_file_is_named(muse):
     assert str(f) in msg and "dangling symbolic link" in msg and "/nonexistent/file.csv" in msg
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
-def test_unreadable_feature_file_is_named(muse):
+def test_unreadable_feature_file_is_named(muse, monkeypatch):
+    """chmod 0 as a user would. The tests run as root, who reads anything, so the OS is made
+    to answer as it would for that user: open() raises EACCES and os.access says no."""
+    import builtins
+
     f = a_feature_file(muse)
     f.chmod(0)
+    real_open, real_access = builtins.open, os.access
+
+    def user_open(p, *a, **kw):
+        if isinstance(p, str | os.PathLike) and Path(p) == f:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", user_open)
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: False if Path(p) == f else real_access(p, mode, **kw)
+    )
     msg = error(muse)
     assert str(f) in msg and "permission denied" in msg
 

@@ -45,3 +45,18 @@ def test_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ABAW_CACHE", str(tmp_path / "c"))
     d = cache_dir_for(tmp_path / "data", "expr")
     assert d.parent == tmp_path / "c" and d.name.startswith("expr-")
+
+
+def test_atomic_writes_publish_with_the_umask_mode(tmp_path):
+    """mkstemp files are 0600; what lands (reports, submissions) must be team-readable."""
+    import os
+
+    from abaw.io import atomic_open
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "r.txt") as fh:
+            fh.write("x")
+        assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

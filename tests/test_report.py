@@ -242,7 +242,7 @@ def test_unknown_names_are_one_sentence(tmp_path):
     with pytest.raises(AbawError, match="no study storage at"):
         make_report(study="x", runs=runs)
     make_study(runs, "eri", n_complete=1, n_pruned=0)
-    with pytest.raises(AbawError, match=r"no study named 'x'.*studies there: eri-demo"):
+    with pytest.raises(AbawError, match=r"no study 'x'.*studies there: eri-demo"):
         make_report(study="x", runs=runs)
     make_ensemble(runs, "eri", name="a")
     with pytest.raises(AbawError, match=r"no ensemble 'b'.*ensembles in .*: a"):
@@ -268,4 +268,4 @@ def test_cli(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 1 and "no study named 'nope'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "no study 'nope'" in r.stderr and "Traceback" not in r.stderr
