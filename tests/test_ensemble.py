@@ -407,3 +407,30 @@ def test_studies_across_two_storages(tmp_path):
     assert [e["study"] for e in res.manifest["members"]] == ["local"] * 2 + ["remote"] * 2
     with pytest.raises(AbawError, match="no study storage"):
         collect_members("eri", ["x"], runs=tmp_path / "empty")
+
+
+def test_class_offsets_stay_only_when_they_help_on_held_out_videos():
+    """A real bias (class 3 always under-scored) is corrected; noise-fitting offsets are not kept."""
+    from abaw.ensemble import _checked_offsets
+
+    rng = np.random.default_rng(0)
+    n, videos = 4000, np.repeat([f"v{i}" for i in range(8)], 500)
+    labels = rng.integers(0, 8, n)
+    logits = rng.normal(0, 1, (n, 8))
+    logits[np.arange(n), labels] += 2.0
+    logits[:, 3] -= 3.0  # the model never predicts class 3: an offset fixes it everywhere
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    notes: list[str] = []
+    b = _checked_offsets(probs, labels, videos, 0, notes)
+    assert b[3] > 0 and "class offsets on" in notes[-1]
+
+    # Each video shows mostly one class; offsets fitted on some videos learn their class mix,
+    # which is wrong for the others: the check must drop them.
+    own = np.repeat(np.arange(8), 500)
+    labels = np.where(rng.random(n) < 0.8, own, rng.integers(0, 8, n))
+    logits = rng.normal(0, 1, (n, 8))
+    logits[np.arange(n), labels] += 0.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    notes = []
+    b = _checked_offsets(probs, labels, videos, 0, notes)
+    assert not np.any(b) and "class offsets off" in notes[-1]
