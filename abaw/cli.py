@@ -328,7 +328,7 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
         default=8.0,
         metavar="M",
         help="wall-clock budget for all tuning (default 8: the whole demo in about 10 min "
-        "on a 2-core CPU); more minutes = more trials",
+        "on a 2-core CPU); more minutes = more trials, up to 12 per variant",
     )
     p.add_argument("--jobs", type=int, help="trials in parallel (default: 2 on 2+ cores)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -418,8 +418,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "demo",
-        "synth -> tune -> ensemble -> submit on built-in demo data, minutes on a CPU",
-        "abaw demo --out demo/",
+        "synth -> tune -> ensemble -> submit -> validate -> report on built-in demo data (~10 min on a CPU)",
+        "abaw demo --out demo/ --minutes 8",
         _args_demo,
         "abaw.demo:main",
     ),
