@@ -41,7 +41,6 @@ from abaw.metrics import EXPR_NUM_CLASSES, macro_f1, mean_pearson
 from abaw.predictions import Predictions
 
 METHODS = ("mean", "greedy", "stack")
-TRACK_KEYS = {"eri": ("id",), "expr": ("video", "frame")}
 TRACK_METRIC = {"eri": "mean_pearson", "expr": "macro_f1"}
 SMOOTH_GRID: tuple[tuple[str, int], ...] = (("none", 1),) + tuple(
     (k, w) for k in ("moving", "gaussian") for w in (5, 9, 15, 25, 41)
@@ -51,6 +50,13 @@ EPS = 1e-7
 
 
 # ---------------------------------------------------------------- storage (Contract A)
+
+
+def _track_keys(track: str) -> tuple[str, ...]:
+    """The key columns of `track`'s predictions, from the track registry."""
+    from abaw.track import get_track
+
+    return tuple(get_track(track).keys)
 
 
 def _open_storage(storage: str | None, runs: str | os.PathLike[str]):
@@ -518,10 +524,9 @@ def _check_member(pred: Predictions, track: str, split: str, what: str) -> None:
         raise AbawError(f"{what}: predictions are for track {pred.track!r}, not {track!r}")
     if pred.split != split:
         raise AbawError(f"{what}: the {split} file holds {pred.split!r} predictions")
-    if tuple(pred.keys) != TRACK_KEYS[track]:
-        raise AbawError(
-            f"{what}: key columns {list(pred.keys)}, expected {list(TRACK_KEYS[track])}"
-        )
+    expected = _track_keys(track)
+    if tuple(pred.keys) != expected:
+        raise AbawError(f"{what}: key columns {list(pred.keys)}, expected {list(expected)}")
     if not np.isfinite(pred.values).all():
         raise AbawError(f"{what}: {split} predictions contain NaN or inf")
 
@@ -697,8 +702,7 @@ def build_ensemble(
     Writes `<runs>/ensembles/<name>/` (predictions-devel.npz, predictions-test.npz,
     manifest.json) atomically unless `write` is False; refuses to replace it without `force`.
     """
-    if track not in TRACK_KEYS:
-        raise ConfigError(f"unknown track {track!r}; choose eri or expr")
+    _track_keys(track)  # an unknown track is a ConfigError naming the registered ones
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "stack" and track != "eri":

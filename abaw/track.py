@@ -96,6 +96,7 @@ class Track(Protocol):
     name: str  # "eri" | "expr"
     metric: str  # "mean_pearson" | "macro_f1"
     columns: tuple[str, ...]  # prediction value columns, in challenge order
+    keys: tuple[str, ...]  # prediction key columns that identify a row (sample ID; video, frame)
 
     def models(self) -> list[str]:
         """Names of the registered model variants."""

@@ -65,6 +65,7 @@ def test_track_satisfies_the_protocol(case):
     assert isinstance(track, Track)
     assert track.name == name and isinstance(track.metric, str)
     assert isinstance(track.columns, tuple) and track.columns
+    assert isinstance(track.keys, tuple) and track.keys
     assert model in track.models()
     for m in track.models():
         sections = track.sections(m)
@@ -105,6 +106,7 @@ def test_task_satisfies_the_protocol(case):
     for pred, split in ((devel, "devel"), (test, "test")):
         assert isinstance(pred, Predictions) and pred.split == split and pred.track == name
         assert pred.columns == track.columns and len(pred) > 0
+        assert tuple(pred.keys) == track.keys  # what the ensembler aligns members on
         assert np.isfinite(pred.values).all()
     assert devel.labels is not None and test.labels is None
     score = task.score(devel)

@@ -314,6 +314,7 @@ class EriTrack:
     name = "eri"
     metric = "mean_pearson"
     columns = EMOTIONS
+    keys = ("id",)
 
     def models(self) -> list[str]:
         """Registered model variants."""

@@ -430,6 +430,7 @@ class ExprTrack:
     name = "expr"
     metric = "macro_f1"
     columns = CLASSES
+    keys = ("video", "frame")
 
     def models(self) -> list[str]:
         """Names of the registered models."""
