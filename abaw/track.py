@@ -148,6 +148,16 @@ class Track(Protocol):
         """
         ...
 
+    def write_submission(
+        self, pred: Predictions, data: Path, folder: Path, **options: Any
+    ) -> tuple[list[Path], int, list[str]]:
+        """Write the challenge file(s) of test `pred` into `folder`: (files, rows, notes)."""
+        ...
+
+    def validate_submission(self, path: Path, data: Path, *, frames: Path | None = None) -> list:
+        """Every problem (abaw.submit.Problem) of the submission at `path`; [] = accepted."""
+        ...
+
 
 def get_track(name: str) -> Track:
     """The Track object registered as `name` in TRACKS."""
