@@ -11,7 +11,7 @@ import pytest
 
 from abaw.cli import main as cli
 from abaw.eri import EMOTIONS
-from abaw.errors import AbawError, SubmissionError
+from abaw.errors import AbawError, DataError, SubmissionError
 from abaw.expr import CLASSES
 from abaw.predictions import Predictions
 from abaw.submit import submit, validate
@@ -275,3 +275,23 @@ def test_cli_expr_end_to_end_from_member_files(expr_data, tmp_path, capsys):
         assert cli(["validate", "--track", "expr", f"{out}/{path}", "--data", str(expr_data)]) == 0
     man = json.loads((tmp_path / "subs" / "e.manifest.json").read_text())
     assert man["postprocess"]["smoothing"] and man["submission"]["format"] == "single"
+
+
+def test_submit_finds_the_frame_list_where_the_loader_does(expr_data, tmp_path):
+    """One search for the test lists: a list in a `*test*` subfolder (ABAW6 ships
+    `test_set_examples/`; teams rename it) is found by submit as by the loader, and two
+    different lists are one error naming both, never a silent pick."""
+    import shutil
+
+    from abaw.expr.layout import TEST_FRAME_LIST
+    from abaw.expr.submission import frame_list
+
+    data = tmp_path / "expr"
+    shutil.copytree(expr_data, data, ignore=shutil.ignore_patterns(".abaw_cache"))
+    (data / "ABAW5_test_files").mkdir()
+    shutil.move(data / TEST_FRAME_LIST, data / "ABAW5_test_files" / TEST_FRAME_LIST)
+    fl = frame_list(data)
+    assert fl.path == data / "ABAW5_test_files" / TEST_FRAME_LIST and len(fl) > 0
+    (data / "ABAW5_test_files" / "CVPR_6th_ABAW_Expr_test_set_example.txt").write_text("x\n")
+    with pytest.raises(DataError, match="more than one test frame list"):
+        frame_list(data)

@@ -24,32 +24,12 @@ import numpy.strings as nps
 import pandas as pd
 
 from abaw.errors import AbawError, DataError, SubmissionError
-from abaw.expr.layout import HEADER, TEST_FRAME_HEADER, TEST_FRAME_LIST, TEST_VIDEO_LIST
+from abaw.expr.layout import HEADER, TEST_FRAME_HEADER
 from abaw.predictions import Predictions
 from abaw.submit import Problem, add_rows, read_submission, text_lines
 
 FILE_NAME = "predictions.txt"
-FRAME_LISTS = (
-    TEST_FRAME_LIST,
-    "CVPR_5th_ABAW_EXPR_test_set_sample.csv",
-    "CVPR_6th_ABAW_Expr_test_set_example.txt",
-)
-VIDEO_LISTS = (
-    TEST_VIDEO_LIST,
-    "Expression_Recognition_Challenge_test_set_release.txt",
-    "expr_test_set_release.txt",
-)
-SUBFOLDERS = ("", "test_set_examples", "test_set", "Test_Set")
 LABELS = [str(i) for i in range(8)]
-
-
-def _find(root: Path, names: tuple[str, ...]) -> Path | None:
-    for sub in SUBFOLDERS:
-        for n in names:
-            p = root / sub / n if sub else root / n
-            if p.is_file():
-                return p
-    return None
 
 
 @dataclass
@@ -245,17 +225,32 @@ def _stamp(p: Path | None) -> tuple:
 
 
 def frame_list(data: Path, frames: str | Path | None = None) -> FrameList:
-    """The test frame list named by `frames`, or found in `data` (root or a test-set subfolder)."""
+    """The test frame list named by `frames`, or found in `data` exactly as the loader finds it.
+
+    One search (`abaw.expr.scan.find_test_lists`: every edition's file names, in the data root,
+    its test-set subfolders and the annotation folder) serves training, inspect and submit,
+    so the frames predicted and the frames submitted come from the same file.
+    """
+    from abaw.expr.layout import TEST_FRAME_LISTS
+    from abaw.expr.scan import find_expr_root, find_test_lists
+
     data = Path(data)
-    path = Path(frames) if frames else _find(data, FRAME_LISTS)
-    if path is None or not path.is_file():
+    root = data
+    if data.is_dir():
+        try:
+            root = find_expr_root(data)[0]
+        except DataError:  # no annotation folder: a folder holding only the test lists
+            root = data
+    found, vlist = find_test_lists(root) if root.is_dir() else (None, None)
+    path = Path(frames) if frames else found  # --frames is relative to the working folder
+    if path is None:
         raise AbawError(
-            f"no test frame list found in {data} (looked for {', '.join(FRAME_LISTS)} there and "
-            f"in {', '.join(s + '/' for s in SUBFOLDERS if s)}); name it with --frames FILE"
-            if path is None
-            else f"{path}: test frame list not found"
+            f"no test frame list found in {data} (looked for {', '.join(TEST_FRAME_LISTS)} "
+            "in the data root, its test-set subfolders and the annotation folder); "
+            "name it with --frames FILE"
         )
-    vlist = _find(data, VIDEO_LISTS) if data.is_dir() else None
+    if not path.is_file():
+        raise AbawError(f"{path}: test frame list not found")
     key = (_stamp(path), _stamp(vlist))  # submit parses once for writing and checking
     if key not in _CACHE:
         _CACHE.clear()
