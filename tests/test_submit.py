@@ -295,3 +295,15 @@ def test_submit_finds_the_frame_list_where_the_loader_does(expr_data, tmp_path):
     (data / "ABAW5_test_files" / "CVPR_6th_ABAW_Expr_test_set_example.txt").write_text("x\n")
     with pytest.raises(DataError, match="more than one test frame list"):
         frame_list(data)
+
+
+def test_eri_submit_accepts_the_folder_above_the_release(eri_data, tmp_path):
+    """`--data` at the folder holding `c2_muse_reaction/`, as the release unpacks: the test IDs
+    come from the one subfolder with the tables, as in the loader."""
+    import shutil
+
+    from abaw.eri.submission import test_ids
+
+    parent = tmp_path / "release"
+    shutil.copytree(eri_data, parent / "c2_muse_reaction")
+    assert list(test_ids(parent)) == list(test_ids(eri_data))

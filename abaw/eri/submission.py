@@ -32,9 +32,10 @@ def bare(ids: np.ndarray) -> np.ndarray:
 
 def test_ids(data: Path) -> np.ndarray:
     """The test IDs of the data set, spelled as in its tables, in table order."""
-    from abaw.eri.tables import detect_layout, read_tables
+    from abaw.eri.tables import detect_layout, find_eri_root, read_tables
 
-    ids, split, _, _ = read_tables(Path(data), detect_layout(Path(data)))
+    root = find_eri_root(Path(data))[0]  # --data one folder above the release, as the loader
+    ids, split, _, _ = read_tables(root, detect_layout(root))
     out = ids[split == "test"]
     if len(out) == 0:
         raise AbawError(f"{data}: the tables list no test IDs")
