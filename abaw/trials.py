@@ -30,6 +30,7 @@ recorded ID always points at a whole file.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -95,19 +96,28 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
     return {k.removeprefix("abaw_"): attrs[k] for k in keys if k in attrs}
 
 
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials with a finite value, best first (ties: lower trial number first).
+
+    The one ranking: the tuner's top-K retention, `kept_trials` and every leaderboard use it,
+    so "the top K" means the same trials everywhere.
+    """
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    return sorted(done, key=lambda t: (sign * float(t.value), t.number))
+
+
 def kept_trials(study: optuna.Study, k: int | None = None) -> list[FrozenTrial]:
     """Completed trials whose files are kept, best first (ties: lower trial number first).
 
     Kept = flagged `abaw_kept` and ranked within the top `abaw_keep` of all completed
     trials (the tuner deletes the files of trials displaced from there).
     """
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None
-    ]
-    done.sort(key=lambda t: (sign * float(t.value), t.number))
+    done = ranked_trials(study)
     keep = study.user_attrs.get(STUDY_KEEP)
     if isinstance(keep, int):
         done = done[:keep]
