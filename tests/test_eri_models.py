@@ -244,3 +244,99 @@ def test_pooled_config_checks_and_spec_roundtrip():
     spec = model_spec("pooled", PooledConfig(width=8), dims={"audio": DA, "visual": DV}, seq_len=T)
     m = build_model(**spec)
     assert isinstance(m, nn.Module)
+
+
+# -- pooled_skip: the linear path from the time-pooled inputs (fusion and lstm) -------------
+
+
+def _with_skip_weights(model: nn.Module) -> nn.Module:
+    """Give the (zero-initialised) skip path non-zero weights, so its effect is visible."""
+    torch.manual_seed(1)
+    nn.init.normal_(model.skip.linear.weight)
+    nn.init.normal_(model.skip.linear.bias)
+    return model
+
+
+@pytest.mark.parametrize("modalities", ["A", "V", "AV", "AVI"])
+def test_pooled_skip_switch_on_off_and_shapes(modalities):
+    off, on = (
+        _fusion(modalities, readout="mean"),
+        _fusion(modalities, readout="mean", pooled_skip=True),
+    )
+    assert off.skip is None and "skip" not in _param_prefixes(off)
+    n_in = {"A": DA + 1, "V": DV + 1}.get(modalities, DA + DV + 2)  # means + presence flags
+    assert on.skip.linear.in_features == n_in and on.skip.linear.out_features == 7
+    # Zero-initialised: the model starts as the one without the path.
+    b = _batch()
+    torch.testing.assert_close(on(b)[0], off(b)[0])
+    y, logits = _with_skip_weights(on)(b)
+    assert y.shape == (B, 7) and logits.shape == (B, 7) and ((y > 0) & (y < 1)).all()
+    assert not torch.allclose(y, off(b)[0])
+
+
+def test_pooled_skip_contains_a_linear_readout_of_the_masked_means():
+    """With the sequence head silenced, the output is sigmoid(Linear(masked means, flags))."""
+    model, b = _with_skip_weights(_fusion("AV", readout="mean", pooled_skip=True)), _batch()
+    nn.init.zeros_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+    feats = []
+    for m in ("audio", "visual"):
+        mask = b[f"{m}_mask"][..., None].float()
+        feats += [(b[m] * mask).sum(1) / mask.sum(1), torch.ones(B, 1)]
+    expected = torch.sigmoid(model.skip.linear(torch.cat(feats, dim=-1)))
+    torch.testing.assert_close(model(b)[0], expected)
+
+
+def test_pooled_skip_ignores_padding_and_missing_modality_stays_finite():
+    model = _with_skip_weights(_fusion("AVI", readout="mean", pooled_skip=True))
+    b = _batch()
+    b["visual_mask"][2] = False  # no video at all
+    b["audio_mask"][3] = False  # no audio at all
+    y, logits = model(b)
+    assert torch.isfinite(y).all() and torch.isfinite(logits).all()
+    g = dict(b, audio=b["audio"].clone(), visual=b["visual"].clone())
+    g["audio"][0, 4:] = 1e3  # padded steps
+    g["visual"][2] = 7.0  # the missing modality's values
+    torch.testing.assert_close(model(g)[0], y)
+    model.train()
+    model(b)[0].sum().backward()
+    assert torch.isfinite(model.skip.linear.weight.grad).all()
+    assert model.skip.linear.weight.grad.abs().sum() > 0
+
+
+def test_lstm_pooled_skip_switch_padding_and_empty_sample():
+    off, on = _lstm(), _lstm(pooled_skip=True)
+    assert off.skip is None and on.skip.linear.in_features == DA + DV + 1
+    b = _batch()
+    b["all_mask"][0, 5:] = False
+    b["all_mask"][4] = False  # a sample with no steps
+    torch.testing.assert_close(on(b)[0], off(b)[0])  # zero-initialised
+    _with_skip_weights(on)
+    y = on(b)[0]
+    assert torch.isfinite(y).all() and not torch.allclose(y, off(b)[0])
+    b2 = dict(b, all=b["all"].clone())
+    b2["all"][0, 5:] = 99.0
+    b2["all"][4] = -99.0
+    torch.testing.assert_close(on(b2)[0], y)
+
+
+@pytest.mark.parametrize("name", ["fusion", "lstm"])
+def test_pooled_skip_rebuilds_from_the_model_spec(name):
+    if name == "fusion":
+        cfg, dims = (
+            FusionConfig(modalities="AV", embed_dim=16, pooled_skip=True),
+            {"audio": DA, "visual": DV},
+        )
+    else:
+        cfg, dims = LstmConfig(pooled_skip=True), {"all": DA + DV}
+    spec = model_spec(name, cfg, dims=dims, seq_len=T)
+    assert spec["cfg"]["pooled_skip"] is True
+    a = _with_skip_weights(build_model(name, cfg, dims=dims, seq_len=T).eval())
+    b = build_model(spec["name"], spec["cfg"], dims=spec["dims"], seq_len=spec["seq_len"]).eval()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(_batch())[0], a(_batch())[0])
+    # A spec stored before the switch existed rebuilds the model without the path.
+    old = dict(spec, cfg={k: v for k, v in spec["cfg"].items() if k != "pooled_skip"})
+    assert (
+        build_model(old["name"], old["cfg"], dims=old["dims"], seq_len=old["seq_len"]).skip is None
+    )

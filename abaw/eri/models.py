@@ -22,6 +22,12 @@ built by `build_model`:
   max and attention pooling), concatenated, into a small MLP: fast, strong, and
   the sanity baseline (a ridge regression on the means is its linear special case).
 - `lstm`: the MuSe-2022 baseline.
+
+`pooled_skip` (fusion and lstm; off by default, i.e. as published; a deviation): a linear
+path from the masked mean of each used modality's (standardised) input, plus a presence
+flag, added to the intensity head's pre-sigmoid output. The model then contains a ridge
+read-out of time-pooled features as a special case and the sequence model learns the
+residual; with weight decay it should not fall below that linear reference on a small set.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class FusionConfig:
     readout: Literal["flatten", "mean"] = (
         "flatten"  # paper: flatten over time -> Linear; mean: masked mean over steps (deviation)
     )
+
+    pooled_skip: bool = False  # deviation: + Linear(masked mean of each input) before the sigmoid
 
     def __post_init__(self) -> None:
         if self.readout not in ("flatten", "mean"):
@@ -102,6 +110,7 @@ class LstmConfig:
     )
     rnn_dropout: float = 0.0  # dropout between stacked LSTM layers
     head_dropout: float = 0.5  # dropout before the output layer
+    pooled_skip: bool = False  # deviation: + Linear(masked mean of the input) before the sigmoid
 
 
 class Chomp(nn.Module):
@@ -222,6 +231,7 @@ class FusionModel(nn.Module):
             head_in += proj_out
         self.head = nn.Linear(head_in, NUM_EMOTIONS)
         self.class_head = nn.Linear(head_in, NUM_EMOTIONS) if cfg.class_head else None
+        self.skip = PooledSkip([dims[m] for m in self.names]) if cfg.pooled_skip else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         hs, gs, masks = [], [], []
@@ -239,7 +249,10 @@ class FusionModel(nn.Module):
             z.append(self.proj_av(self._read(g_av * union[..., None], union)))
         z = torch.cat(z, dim=-1)
         logits = self.class_head(z) if self.class_head is not None else None
-        return torch.sigmoid(self.head(z)), logits
+        out = self.head(z)
+        if self.skip is not None:
+            out = out + self.skip([(batch[m], batch[f"{m}_mask"]) for m in self.names])
+        return torch.sigmoid(out), logits
 
     def _read(self, g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Flatten read-out: the (zeroed-padding) sequence itself; mean: masked mean over steps."""
@@ -252,6 +265,26 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D) mean over the valid steps; zeros for a sample with none."""
     m = mask[..., None].to(x.dtype)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class PooledSkip(nn.Module):
+    """The `pooled_skip` path: [masked mean, presence flag] per input, concatenated -> Linear.
+
+    Starts at zero (the model begins as published); a sample with a modality missing gets
+    zeros for it (its mean and flag), so the output stays finite.
+    """
+
+    def __init__(self, widths: list[int]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(sum(w + 1 for w in widths), NUM_EMOTIONS)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        parts = []
+        for x, mask in inputs:
+            parts += [masked_mean(x, mask), mask.any(dim=1, keepdim=True).to(x.dtype)]
+        return self.linear(torch.cat(parts, dim=-1))
 
 
 class PooledModel(nn.Module):
@@ -329,6 +362,7 @@ class LstmModel(nn.Module):
             nn.Dropout(cfg.head_dropout),
             nn.Linear(cfg.hidden, NUM_EMOTIONS),
         )
+        self.skip = PooledSkip([dims["all"]]) if cfg.pooled_skip else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         x, mask = batch["all"], batch["all_mask"]
@@ -345,7 +379,10 @@ class LstmModel(nn.Module):
             # run's last state (steps after it cannot influence it), without a host sync.
             out, _ = self.lstm(x)
             last = out[torch.arange(x.shape[0], device=x.device), lengths - 1]
-        return torch.sigmoid(self.out(last)), None
+        y = self.out(last)
+        if self.skip is not None:
+            y = y + self.skip([(batch["all"], mask)])
+        return torch.sigmoid(y), None
 
 
 MODELS = Registry("eri")
