@@ -937,26 +937,14 @@ def _write(result: EnsembleResult, out_dir: Path, force: bool) -> Path:
     m["test_rows"] = len(test)
     m["test_keys_sha256"] = keys_sha256(test.keys)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    from abaw.io import umask_mode
+    if out_dir.exists() and not force:
+        raise AbawError(f"{out_dir} exists; pass --force to replace it")
+    from abaw.io import atomic_dir
 
-    umask_mode(tmp)
-    try:
+    with atomic_dir(out_dir) as tmp:
         result.devel.save(tmp / "predictions-devel.npz")
         test.save(tmp / "predictions-test.npz")
         (tmp / "manifest.json").write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            if not force:
-                raise AbawError(f"{out_dir} exists; pass --force to replace it")
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

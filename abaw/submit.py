@@ -21,8 +21,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,11 +317,9 @@ def submit(
         )
     tr = get_track(track)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
-    from abaw.io import umask_mode
+    from abaw.io import atomic_dir
 
-    umask_mode(tmp)
-    try:
+    with atomic_dir(folder) as tmp:
         files, rows, notes = tr.write_submission(
             pred, Path(data), tmp, fmt=fmt, id_style=id_style, frames=frames
         )
@@ -334,16 +330,6 @@ def submit(
             raise SubmissionError(
                 f"the written submission fails validation ({total(problems)} problems: {shown})"
             )
-        if folder.exists():
-            old = out / f".{name}.old-{os.getpid()}"
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     final = [folder / f.name for f in files]
     with atomic_path(zpath) as zt, zipfile.ZipFile(zt, "w", zipfile.ZIP_DEFLATED) as z:
         for f in final:

@@ -60,3 +60,24 @@ def test_atomic_writes_publish_with_the_umask_mode(tmp_path):
         assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    """A multi-file output (ensemble, submission) is swapped in whole; a failure leaves the
+    old folder as it was and no temporary folder behind."""
+    import pytest
+
+    from abaw.io import atomic_dir
+
+    out = tmp_path / "ens"
+    with atomic_dir(out) as d:
+        (d / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(out) as d:
+        (d / "a.txt").write_text("2")
+        raise RuntimeError("killed mid-write")
+    assert (out / "a.txt").read_text() == "1"
+    with atomic_dir(out) as d:
+        (d / "b.txt").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ens"]
