@@ -188,10 +188,18 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
         "--pruner",
         choices=("median", "hyperband", "none"),
         default="median",
-        help="median (after a warm-up of 3 epochs and 5 trials; default), hyperband, none",
+        help="median (default; never in the first third of the epochs, 3 to 10, nor before 5 "
+        "trials finished), hyperband, none",
     )
     g.add_argument(
         "--seed", type=int, default=0, help="seeds the sampler and each trial's training"
+    )
+    g.add_argument(
+        "--trial-seeds",
+        choices=("per-trial", "fixed"),
+        default="fixed",
+        help="fixed (default): every trial trains with --seed; per-trial: trial k trains "
+        "with seed + k, so the top trials are different initialisations",
     )
     _overrides(p, "pin a setting for every trial (removed from the search space)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -391,7 +399,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "ensemble",
         "combine the best trials of one or more studies (and prediction files), with an honest gain",
-        "abaw ensemble --track eri --studies eri-fusion,eri-lstm --top-k 5 --method greedy --name final",
+        "abaw ensemble --track eri --studies eri-fusion-mean,eri-pooled --top-k 5 --method greedy --name final",
         _args_ensemble,
         "abaw.ensemble:main",
     ),

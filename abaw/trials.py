@@ -22,6 +22,7 @@ Trial user attributes:
     abaw_predictions_devel, abaw_predictions_test   artifact IDs of the .npz files (kept trials)
     abaw_best_epoch, abaw_epochs_run, abaw_seconds  numbers (completed trials)
     abaw_setup_seconds   seconds to build the trial's task (data loaded once per worker)
+    abaw_seed            the training seed of the trial (--seed, or seed + number per trial)
     abaw_fail_reason     one line (failed trials)
 
 An artifact ID is only ever written to a trial after its upload completed, so a
@@ -58,6 +59,7 @@ TRIAL_EPOCHS_RUN = "abaw_epochs_run"
 TRIAL_SECONDS = "abaw_seconds"
 TRIAL_FAIL_REASON = "abaw_fail_reason"
 TRIAL_SETUP_SECONDS = "abaw_setup_seconds"
+TRIAL_SEED = "abaw_seed"  # the training seed of the trial (abaw tune --trial-seeds)
 
 SPLITS = ("devel", "test")
 

@@ -12,7 +12,8 @@ Parts (run one with --part, or all):
 
 Speed parts print `os.getloadavg()`: figures taken while other work runs are noise.
 
-    python benchmarks/bench_tune.py --part efficiency --trials 40 --seeds 0,1,2
+    python benchmarks/bench_tune.py --part efficiency --trials 40 --seeds 0-9
+    python benchmarks/bench_tune.py --part efficiency --seeds 0-9 --trial-seeds per-trial
     python benchmarks/bench_tune.py --part overhead,jobs,setup --quick
 """
 
@@ -92,12 +93,20 @@ def sweep_file(work: Path, name: str, epochs: int) -> Path:
     return path
 
 
-def efficiency(work: Path, data: Path, trials: int, seeds: list[int], epochs: int) -> dict:
+def efficiency(
+    work: Path, data: Path, trials: int, seeds: list[int], epochs: int, trial_seeds: str = "fixed"
+) -> dict:
     from optuna.trial import TrialState
 
-    from abaw.tune import run_study
+    from abaw.tune import median_warmup, run_study
 
-    out: dict = {"trials": trials, "epochs_max": epochs, "seeds": {}}
+    out: dict = {
+        "trials": trials,
+        "epochs_max": epochs,
+        "trial_seeds": trial_seeds,
+        "median_warmup": median_warmup(epochs),
+        "seeds": {},
+    }
     for seed in seeds:
         res = {}
         for method, sampler, pruner in (
@@ -106,7 +115,7 @@ def efficiency(work: Path, data: Path, trials: int, seeds: list[int], epochs: in
         ):
             t0 = time.perf_counter()
             study = run_study(
-                sweep_file(work, f"eff-{method}-{seed}", epochs),
+                sweep_file(work, f"eff-{method}-{trial_seeds}-{seed}", epochs),
                 data,
                 trials=trials,
                 runs=work / "runs-eff",
@@ -116,6 +125,7 @@ def efficiency(work: Path, data: Path, trials: int, seeds: list[int], epochs: in
                 keep=1,
                 show_progress=False,
                 threads=1,
+                trial_seeds=trial_seeds,
             )
             rows = [
                 {
@@ -144,8 +154,19 @@ def efficiency(work: Path, data: Path, trials: int, seeds: list[int], epochs: in
             "epochs_tpe_to_reach_random_best": reached,
             "pruned": sum(r["state"] == "PRUNED" for r in res["tpe_median"]["rows"]),
         }
+        summary["share_of_random"] = None if reached is None else reached / summary["epochs_random"]
         out["seeds"][seed] = {"summary": summary, **res}
         print(f"efficiency seed {seed}: {json.dumps(summary)}", flush=True)
+    shares = [v["summary"]["share_of_random"] for v in out["seeds"].values()]
+    met = sum(x is not None and x <= 0.5 for x in shares)
+    out["met"] = f"{met} of {len(shares)} seeds"
+    print(
+        f"efficiency ({trial_seeds} trial seeds, median warm-up {out['median_warmup']} epochs): "
+        f"TPE + median reached random's best-of-{trials} within 50 % of its epochs on "
+        f"{out['met']}; shares: "
+        + ", ".join("not reached" if x is None else f"{x:.0%}" for x in shares),
+        flush=True,
+    )
     return out
 
 
@@ -242,7 +263,8 @@ def main() -> None:
     ap.add_argument("--part", default="efficiency,overhead,jobs,setup")
     ap.add_argument("--scale", default="small", choices=("tiny", "small"))
     ap.add_argument("--trials", type=int, default=40, help="trials per study (efficiency)")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", help="comma list, or a range like 0-9")
+    ap.add_argument("--trial-seeds", default="fixed", choices=("fixed", "per-trial"))
     ap.add_argument("--epochs", type=int, default=15, help="max epochs per trial")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to prove the script works")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temp one)")
@@ -261,10 +283,14 @@ def main() -> None:
     results: dict = {"scale": scale, "start": load()}
     print(f"bench_tune on {scale} ERI in {work}; {load()}", flush=True)
     if "efficiency" in parts:
-        seeds = [int(s) for s in args.seeds.split(",")]
+        if "-" in args.seeds:
+            lo, hi = map(int, args.seeds.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(s) for s in args.seeds.split(",")]
         n = 6 if args.quick else args.trials
         results["efficiency"] = efficiency(
-            work, data, n, seeds[:1] if args.quick else seeds, args.epochs
+            work, data, n, seeds[:1] if args.quick else seeds, args.epochs, args.trial_seeds
         )
     if "overhead" in parts:
         results["overhead"] = overhead(work, data, 3 if args.quick else 10, args.epochs)

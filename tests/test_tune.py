@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -25,7 +26,7 @@ import abaw.train
 from abaw import trials as T
 from abaw.checkpoint import rebuild_model
 from abaw.cli import main as cli_main
-from abaw.errors import AbawError
+from abaw.errors import AbawError, ConfigError
 from abaw.tune import load_study, open_storage, run_study, study_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,39 @@ def test_set_pins_a_key_and_removes_it_from_the_space(eri, tmp_path):
             (runs / "tune" / "tiny-lstm" / f"trial-{t.number:05d}" / "config.json").read_text()
         )
         assert cfg["settings"]["train"]["lr"] == 0.002 and cfg["settings"]["data"]["max_len"] == 4
+
+
+@pytest.mark.parametrize("mode", ["per-trial", "fixed"])
+def test_trial_seeds_make_the_top_trials_different_models_or_not(eri, tmp_path, mode):
+    """fixed (default): every trial trains with --seed; per-trial: trial k with seed + k."""
+    runs = tmp_path / "runs"
+    pins = ["train.lr=0.003", "model.hidden=8", "data.max_len=8"]  # the same settings twice
+    kw = {} if mode == "fixed" else {"trial_seeds": "per-trial"}
+    study = run_study(
+        _sweep(tmp_path),
+        eri,
+        trials=2,
+        runs=runs,
+        seed=5,
+        overrides=pins,
+        pruner="none",
+        show_progress=False,
+        **kw,
+    )
+    seeds = [t.user_attrs[T.TRIAL_SEED] for t in study.trials]
+    assert seeds == ([5, 6] if mode == "per-trial" else [5, 5])
+    for t in study.trials:
+        cfg = json.loads(
+            (runs / "tune" / "tiny-lstm" / f"trial-{t.number:05d}" / "config.json").read_text()
+        )
+        assert cfg["seed"] == t.user_attrs[T.TRIAL_SEED]
+    a, b = (T.trial_predictions(study, t, "devel").values for t in study.trials)
+    if mode == "per-trial":
+        assert not np.allclose(a, b), "two seeds must give two different models"
+    else:
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="--trial-seeds"):
+        run_study(_sweep(tmp_path), eri, trials=1, runs=runs, trial_seeds="random")
 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(eri, tmp_path, monkeypatch):
