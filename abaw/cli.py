@@ -196,7 +196,7 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--trial-seeds",
-        choices=("per-trial", "fixed"),
+        choices=("fixed", "per-trial"),
         default="fixed",
         help="fixed (default): every trial trains with --seed; per-trial: trial k trains "
         "with seed + k, so the top trials are different initialisations",

@@ -65,7 +65,7 @@ HEARTBEAT_S = 60  # RDB heartbeat interval; a trial silent for 2x this is failed
 MAX_FAILS_IN_A_ROW = 3  # a worker stops when this many trials in a row raise
 SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
-TRIAL_SEEDS = ("per-trial", "fixed")
+TRIAL_SEEDS = ("fixed", "per-trial")
 # The median pruner lets every trial run a third of its epochs (at least 3, at most 10) ...
 MEDIAN_WARMUP = (1 / 3, 3, 10)
 MEDIAN_STARTUP_TRIALS = 5  # ... and prunes nothing before this many trials have finished

@@ -6,7 +6,8 @@ tracks): for each method it builds the ensemble of the top-K kept trials of the 
 and ensemble on devel (the selection set) and on the honest cross-fitted halves, the honest
 gain, and whether it is positive.
 
-    python benchmarks/ensemble_quality.py --track eri --studies eri-fusion,eri-lstm --runs runs
+    python benchmarks/ensemble_quality.py --track eri --studies eri-fusion-mean,eri-pooled \\
+        --runs demo/runs --data demo/data/eri
     python benchmarks/ensemble_quality.py --track expr --studies expr-fusion,expr-regnet \\
         --storage postgresql://user@host/abaw --top-k 5 --methods mean,greedy
 """
@@ -32,11 +33,19 @@ def evaluate(
     methods: list[str],
     seed: int = 0,
     write: bool = False,
+    data: str | None = None,
 ) -> list[dict]:
-    """One result dict per method (scores of the manifest, plus method and seconds)."""
-    from abaw.ensemble import build_ensemble, collect_members
+    """One result dict per method (scores of the manifest, plus method and seconds).
+
+    With `data` (a synthetic set that keeps its test truth in `.oracle/`), each row also
+    has the test score of the ensemble and of the best single member (by devel).
+    """
+    from abaw.demo import synthetic_test_score
+    from abaw.ensemble import build_ensemble, collect_members, stream_test
 
     members = collect_members(track, studies, top_k=top_k, storages=storages, runs=runs)
+    truth = Path(data) if data else None
+    single_test: dict[str, float | None] = {}
     rows = []
     for method in methods:
         t = time.perf_counter()
@@ -61,6 +70,14 @@ def evaluate(
                 "gain": sc["honest_ensemble"] - sc["honest_best_single"],
             }
         )
+        if truth is not None:
+            best = sc["best_single_member"]
+            if best not in single_test:
+                mem = next(m for m in members if m.name == best)
+                single_test[best] = synthetic_test_score(track, truth, mem.load_test())
+            test = res.test if res.test is not None else stream_test(track, members, res.recipe)
+            rows[-1]["test_best_single"] = single_test[best]
+            rows[-1]["test_ensemble"] = synthetic_test_score(track, truth, test)
     return rows
 
 
@@ -70,15 +87,17 @@ def table(track: str, studies: list[str], rows: list[dict]) -> str:
         f"ensemble quality, {track}, studies {', '.join(studies)} (load {os.getloadavg()[0]:.2f})",
         "",
         "| method (used) | members | best single devel | ensemble devel | honest best single "
-        "| honest ensemble | honest gain | wins |",
-        "|---|---|---|---|---|---|---|---|",
+        "| honest ensemble | honest gain | wins | test: best single / ensemble |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        tests = (r.get("test_best_single"), r.get("test_ensemble"))
+        test = " / ".join("-" if t is None else f"{t:.4f}" for t in tests)
         out.append(
             f"| {r['method']} ({r['used']}) | {r['members']} | {r['best_single_devel']:.4f} "
             f"({r['best_single_member']}) | {r['ensemble_devel']:.4f} | "
             f"{r['honest_best_single']:.4f} | {r['honest_ensemble']:.4f} | {r['gain']:+.4f} | "
-            f"{'yes' if r['gain'] > 0 else 'no'} |"
+            f"{'yes' if r['gain'] > 0 else 'no'} | {test} |"
         )
     return "\n".join(out)
 
@@ -97,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="also write runs/ensembles/quality-*")
+    ap.add_argument(
+        "--data", default=None, help="synthetic data set: also score test on its hidden truth"
+    )
     args = ap.parse_args(argv)
     studies = [s.strip() for s in args.studies.split(",") if s.strip()]
     methods = (
@@ -111,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         methods=methods,
         seed=args.seed,
         write=args.write,
+        data=args.data,
     )
     print(table(args.track, studies, rows))
     return 0 if all(r["gain"] > 0 for r in rows) else 1

@@ -388,3 +388,26 @@ def test_gp_sampler_hyperband_pruner_and_live_table(eri, tmp_path, capsys):
     assert "top " in out and "best so far" in out
     with pytest.raises(AbawError, match="--sampler 'cmaes'"):
         run_study(_sweep(tmp_path), eri, trials=1, runs=tmp_path / "runs", sampler="cmaes")
+
+
+def test_median_pruner_lets_every_trial_run_a_third_of_its_epochs():
+    """Slow starters are not pruned at epoch 3 of 15 (docs/benchmarks.md, search efficiency)."""
+    from abaw.tune import make_pruner, median_warmup
+
+    assert [median_warmup(n) for n in (2, 6, 15, 30, 100)] == [3, 3, 5, 10, 10]
+    pruner = make_pruner("median", 15)
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(5):  # five finished trials at 1.0 per epoch: the median to beat
+        t = study.ask()
+        for epoch in range(1, 16):
+            t.report(1.0, epoch)
+        study.tell(t, 1.0)
+    slow = study.ask()
+    pruned_at = None
+    for epoch in range(1, 16):
+        slow.report(0.1, epoch)
+        if slow.should_prune():
+            pruned_at = epoch
+            break
+    assert pruned_at == 5
