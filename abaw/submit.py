@@ -58,6 +58,28 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
 
+def header_layout_problem(
+    head: list[str], want: list[str], file: str | None
+) -> tuple[Problem | None, bool]:
+    """The two header mistakes both tracks share: an index column first, columns reordered.
+
+    Returns (problem or None, whether the first column is an index to drop from every row).
+    Other header problems (missing, wrong) depend on the track's rows and stay with it.
+    """
+    if head[1:] == want:
+        msg = (
+            f"an index column comes first ({head[0]!r}); write without it "
+            "(pandas: to_csv(index=False))"
+        )
+        return Problem(1, msg, file), True
+    if sorted(head) == sorted(want):
+        found = ",".join(head)
+        return Problem(
+            1, f"columns out of order: expected {','.join(want)!r}, found {found!r}", file
+        ), False
+    return None, False
+
+
 def add_rows(problems: list[Problem], rows, message, file: str | None) -> None:
     """One Problem per row (the first KEPT), then one entry counting the rest.
 

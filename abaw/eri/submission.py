@@ -17,7 +17,7 @@ import pandas as pd
 from abaw.eri import EMOTIONS
 from abaw.errors import AbawError, SubmissionError
 from abaw.predictions import Predictions
-from abaw.submit import Problem, add_rows, read_submission, text_lines
+from abaw.submit import Problem, add_rows, header_layout_problem, read_submission, text_lines
 
 HEADER = ",".join(("File_ID", *EMOTIONS))
 FILE_NAME = "predictions.csv"
@@ -104,20 +104,9 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     first_row = 1
     drop_first = False
     if head != want:
-        if head[1:] == want:
-            probs.append(
-                Problem(
-                    1,
-                    f"an index column comes first ({head[0]!r}); write without it "
-                    "(pandas: to_csv(index=False))",
-                    file,
-                )
-            )
-            drop_first = True
-        elif sorted(head) == sorted(want):
-            probs.append(
-                Problem(1, f"columns out of order: expected {HEADER!r}, found {lines[0]!r}", file)
-            )
+        layout, drop_first = header_layout_problem(head, want, file)
+        if layout is not None:
+            probs.append(layout)
         elif head and bare(np.array([head[0]]))[0] in set(exp_bare):
             probs.append(Problem(1, f"missing header: the first line must be {HEADER!r}", file))
             first_row = 0

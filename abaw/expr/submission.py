@@ -26,7 +26,7 @@ import pandas as pd
 from abaw.errors import AbawError, DataError, SubmissionError
 from abaw.expr.layout import HEADER, TEST_FRAME_HEADER
 from abaw.predictions import Predictions
-from abaw.submit import Problem, add_rows, read_submission, text_lines
+from abaw.submit import Problem, add_rows, header_layout_problem, read_submission, text_lines
 
 FILE_NAME = "predictions.txt"
 LABELS = [str(i) for i in range(8)]
@@ -398,18 +398,9 @@ def _diagnose_single(raw: bytes, file: str, fl: FrameList) -> list[Problem]:
     first_row, drop_first = 1, False
     if lines[0] != want:
         head = lines[0].split(",")
-        if ",".join(head[1:]) == want:
-            probs.append(
-                Problem(
-                    1,
-                    f"an index column comes first ({head[0]!r}); write without it "
-                    "(pandas: to_csv(index=False))",
-                    file,
-                )
-            )
-            drop_first = True
-        elif sorted(head) == sorted(want.split(",")):
-            probs.append(Problem(1, f"columns out of order: expected {want!r}", file))
+        layout, drop_first = header_layout_problem(head, want.split(","), file)
+        if layout is not None:
+            probs.append(layout)
         elif lines[0].split(",")[0] in set(fl.locs[:1].tolist()) or ".jpg" in lines[0]:
             probs.append(Problem(1, f"missing header: the first line must be {want!r}", file))
             first_row = 0
