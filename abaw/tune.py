@@ -119,9 +119,9 @@ def open_storage(
                 "--storage URL"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(_journal_backend(path))
     if "://" not in storage:
         raise ConfigError(
             f"--storage {storage!r}: expected a URL (postgresql://user:pw@host/db, "
@@ -408,6 +408,45 @@ def retain(study: optuna.Study, store: AtomicArtifactStore, keep: int) -> list[i
     return removed
 
 
+@contextlib.contextmanager
+def _sigint_held(*, replay: bool):
+    """Hold off Ctrl-C while a block runs; then replay it (`replay`) or drop it.
+
+    replay=True, around journal appends: Optuna's journal file lock is not safe against
+    KeyboardInterrupt. Interrupted while waiting, it removes the lock another worker
+    holds; interrupted while releasing, it raises FileNotFoundError instead, which
+    would fail the trial and swallow the Ctrl-C.
+    replay=False, while an interrupted trial is written as failed: a terminal's Ctrl-C
+    reaches every `--jobs` worker and the parent, which passes it on to workers still
+    alive, and a second SIGINT must not cut the first one's bookkeeping short.
+    Outside the main thread signals cannot be set; the block then runs as it is.
+    """
+    caught: list[tuple[int, Any]] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *sig: caught.append(sig))
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if replay and caught and callable(previous):
+            previous(*caught[0])  # the default handler raises KeyboardInterrupt here
+
+
+def _journal_backend(path: Path):
+    """A journal file backend whose appends (lock, write, unlock) are not cut by Ctrl-C."""
+    from optuna.storages.journal import JournalFileBackend
+
+    class _Backend(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            with _sigint_held(replay=True):
+                super().append_logs(logs)
+
+    return _Backend(str(path))
+
+
 def _heartbeat(trial: optuna.Trial, storage: optuna.storages.BaseStorage):
     from optuna.storages._heartbeat import get_heartbeat_thread
 
@@ -454,10 +493,17 @@ class _Runner:
                     time.sleep(0.5)  # the last trials are running elsewhere; one may fail
                     continue
             trial = self.study.ask()
-            if self._surplus(trial):
-                continue
-            self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
-            state, reason = self._trial(trial)
+            try:
+                if self._surplus(trial):
+                    continue
+                self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
+                state, reason = self._trial(trial)
+            except KeyboardInterrupt:
+                # Anywhere between ask and tell: the trial is marked failed, never left
+                # RUNNING (a RUNNING trial with no owner would hold up a resumed study).
+                with _sigint_held(replay=False):
+                    self._fail(trial, "interrupted (Ctrl-C)")
+                raise
             if state == TrialState.FAIL:
                 fails += 1
                 if fails >= MAX_FAILS_IN_A_ROW:
@@ -498,8 +544,8 @@ class _Runner:
             self.study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED, ""
         except KeyboardInterrupt:
-            hb.join()
-            self._fail(trial, "interrupted (Ctrl-C)")
+            with _sigint_held(replay=False):
+                hb.join()
             raise
         except Exception as e:
             hb.join()
@@ -635,6 +681,8 @@ def _worker_process(w: _Worker) -> None:
     except AbawError as e:
         print(f"worker {w.index}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
+    finally:  # a Ctrl-C the parent passes on while this worker exits is not an error
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- the study --------------------------------------------------------------------------------
@@ -843,12 +891,18 @@ def _run_processes(w: _Worker, jobs: int) -> None:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                with contextlib.suppress(OSError):
-                    os.kill(p.pid, signal.SIGINT)
-        for p in procs:
-            p.join(timeout=60)
+        # A terminal's Ctrl-C has reached the workers too: give them a moment to fail
+        # their trials, then pass it on to any still running (`kill -INT` of the parent).
+        with _sigint_held(replay=False):
+            grace = time.time() + 2.0
+            for p in procs:
+                p.join(timeout=max(0.0, grace - time.time()))
+            for p in procs:
+                if p.is_alive():
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGINT)
+            for p in procs:
+                p.join(timeout=60)
         raise
     bad = [(p.name, p.exitcode) for p in procs if p.exitcode not in (0, None)]
     if bad and len(bad) == len(procs):

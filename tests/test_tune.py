@@ -2,12 +2,14 @@
 
 Covers: the Python API, `--trials` as a total, `--set` pinning, top-K retention
 with complete artifacts, data loaded once, failing and interrupted trials,
-pruning bookkeeping, `--jobs 2`, two CLI workers on one PostgreSQL study, and
-SIGKILL of a worker mid-trial on the journal default and on PostgreSQL.
+pruning bookkeeping, `--jobs 2`, two CLI workers on one PostgreSQL study,
+SIGKILL of a worker mid-trial on the journal default and on PostgreSQL, and Ctrl-C
+of `--jobs 2` from a terminal and as `kill -INT` of the parent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -373,6 +375,51 @@ def test_sigkill_mid_trial_then_rerun_completes(eri, tmp_path, backend, request)
     _check_kept_files(study, artifacts)  # checkpoints load with weights_only
 
 
+@pytest.mark.parametrize("who", ["terminal", "parent"])
+def test_ctrl_c_with_two_jobs_fails_both_running_trials_then_rerun_completes(eri, tmp_path, who):
+    """Ctrl-C in a terminal reaches the whole process group; `kill -INT` only the parent."""
+    name = f"int-{who}"
+    runs = tmp_path / "runs"
+    sweep = _sweep(tmp_path, name=name, epochs=1000)  # long trials: interrupted mid-way
+    cmd = _tune_cmd(sweep, eri, runs, "--trials", "4", "--jobs", "2", "--pruner", "none")
+    proc = subprocess.Popen(
+        cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        with contextlib.suppress(AbawError):
+            ts = load_study(name, runs=runs).trials
+            if sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in ts) == 2:
+                break
+        time.sleep(0.2)
+    if who == "terminal":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    study = load_study(name, runs=runs)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 2, [
+        (t.number, t.state.name, len(t.intermediate_values)) for t in study.trials
+    ]
+    assert {t.user_attrs[T.TRIAL_FAIL_REASON] for t in interrupted} == {"interrupted (Ctrl-C)"}
+    assert not list((runs / "artifacts").glob(".*.tmp"))
+
+    rerun = subprocess.run(
+        [*cmd, "--set", "train.epochs=2"],
+        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    study = load_study(name, runs=runs)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+    _check_kept_files(study, runs / "artifacts")
+
+
 def test_gp_sampler_hyperband_pruner_and_live_table(eri, tmp_path, capsys):
     study = run_study(
         _sweep(tmp_path),
@@ -411,3 +458,26 @@ def test_median_pruner_lets_every_trial_run_a_third_of_its_epochs():
             pruned_at = epoch
             break
     assert pruned_at == 5
+
+
+def test_a_journal_append_finishes_before_a_ctrl_c_takes_effect(tmp_path, monkeypatch):
+    """Optuna's journal lock, cut by KeyboardInterrupt, can remove another worker's lock."""
+    from optuna.storages.journal import JournalFileBackend
+
+    real, order = JournalFileBackend.append_logs, []
+
+    def ctrl_c_while_appending(self, logs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal is handled while the append is still running
+        real(self, logs)
+        order.append("written")
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", ctrl_c_while_appending)
+    storage = open_storage(None, runs=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        optuna.create_study(storage=storage, study_name="s")
+        order.append("went on")
+    assert order == ["written"]
+    assert not list(tmp_path.glob("*.lock*")), "the lock was released"
+    monkeypatch.undo()
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
