@@ -254,7 +254,9 @@ def _fail_stale(
         if key.startswith("artifacts:"):
             with contextlib.suppress(Exception):
                 store.remove_quietly(json.loads(value)["artifact_id"])
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(trial._trial_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(trial._trial_id))
     return True
 
 

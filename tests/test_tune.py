@@ -3,7 +3,8 @@
 Covers: the Python API, `--trials` as a total, `--set` pinning, top-K retention
 with complete artifacts, data loaded once, failing and interrupted trials,
 pruning bookkeeping, `--jobs 2`, two CLI workers on one PostgreSQL study,
-SIGKILL of a worker mid-trial on the journal default and on PostgreSQL, and Ctrl-C
+SIGKILL of a worker mid-trial on the journal default and on PostgreSQL, the RDB
+heartbeat failing a silent worker of another machine, and Ctrl-C
 of `--jobs 2` from a terminal and as `kill -INT` of the parent.
 """
 
@@ -373,6 +374,48 @@ def test_sigkill_mid_trial_then_rerun_completes(eri, tmp_path, backend, request)
     artifacts = runs / "artifacts"
     assert not list(artifacts.glob(".*.tmp")) and not list((runs / "tune").rglob("*.tmp"))
     _check_kept_files(study, artifacts)  # checkpoints load with weights_only
+
+
+def test_a_silent_worker_on_another_machine_is_failed_by_the_heartbeat(
+    eri, tmp_path, postgres_url, monkeypatch
+):
+    """RDB storages: a trial whose owner is on another host and sends no heartbeat for
+    twice the interval is failed and retried with its parameters (1 s interval here)."""
+    import functools
+
+    import abaw.tune
+
+    monkeypatch.setattr(abaw.tune, "open_storage", functools.partial(open_storage, heartbeat=1))
+    name = f"hb-{uuid.uuid4().hex[:8]}"
+    sweep, runs = _sweep(tmp_path, name=name), tmp_path / "runs"
+    run_study(sweep, eri, trials=1, storage=postgres_url, runs=runs, show_progress=False)
+    study = load_study(name, storage=postgres_url)
+    remote = study.ask()  # a worker on another machine starts a trial, reports, goes silent
+    params = {
+        "train.lr": remote.suggest_float("train.lr", 1e-3, 1e-2, log=True),
+        "model.hidden": remote.suggest_categorical("model.hidden", [4, 8]),
+        "data.max_len": remote.suggest_categorical("data.max_len", [4, 8]),
+    }
+    remote.report(0.1, 1)
+    owner = {"host": "another-machine", "pid": 4242, "start": None}
+    study._storage.set_trial_system_attr(remote._trial_id, abaw.tune.OWNER_ATTR, owner)
+    study._storage.record_heartbeat(remote._trial_id)
+    time.sleep(2.5)  # > grace period (2 x 1 s)
+
+    study = run_study(
+        sweep, eri, trials=3, storage=postgres_url, runs=runs, show_progress=False, timeout=120
+    )  # without the heartbeat the worker would wait for the silent trial: bounded here
+    states = [t.state for t in study.trials]
+    assert states == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    failed = study.trials[1]
+    assert "stopped sending heartbeats" in failed.user_attrs[T.TRIAL_FAIL_REASON]
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].params == pytest.approx(params)
 
 
 @pytest.mark.parametrize("who", ["terminal", "parent"])
