@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import multiprocessing
@@ -62,6 +63,7 @@ __all__ = ["load_study", "main", "open_storage", "run_study", "studies_main"]
 JOURNAL_FILE = "optuna-journal.log"
 OWNER_ATTR = "abaw:owner"  # trial system attribute: {"host", "pid", "start"} of the worker
 HEARTBEAT_S = 60  # RDB heartbeat interval; a trial silent for 2x this is failed and retried
+UNCLAIMED_S = 120  # a RUNNING trial no worker claimed (killed between ask and start) is stale
 MAX_FAILS_IN_A_ROW = 3  # a worker stops when this many trials in a row raise
 SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
@@ -266,21 +268,26 @@ def recover_stale(
     """Fail (and retry once) RUNNING trials whose worker died; return their numbers.
 
     This host: the owner process is gone (any storage, at once). Other hosts, RDB
-    storages: no heartbeat for twice the interval. Leftover temporary files of dead
-    processes on this host (in the artifact store and in `folder`) are deleted too.
+    storages: no heartbeat for twice the interval. Any storage: no owner recorded
+    `UNCLAIMED_S` after the trial started (a worker killed between ask and start; it
+    would otherwise hold up the study's last trials for good). Leftover temporary files
+    of dead processes on this host (in the artifact store and in `folder`) are deleted.
     """
     folder = Path(folder) if folder is not None else Path(store._base_path)
     storage = study._storage
     stale: list[int] = []
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    now = datetime.datetime.now()  # Optuna's datetime_start is naive local time
     for t in running:
         owner = t.system_attrs.get(OWNER_ATTR)
-        if _owner_is_dead(owner) and _fail_stale(
-            study,
-            store,
-            t,
-            f"worker {owner['host']}:{owner['pid']} died while running it (killed?); retried",
-        ):
+        if isinstance(owner, dict):
+            dead = _owner_is_dead(owner)
+            reason = f"worker {owner['host']}:{owner['pid']} died while running it (killed?)"
+        else:
+            started = t.datetime_start or now
+            dead = (now - started).total_seconds() > UNCLAIMED_S
+            reason = f"no worker claimed it within {UNCLAIMED_S} s (killed before training it?)"
+        if dead and _fail_stale(study, store, t, reason + "; retried"):
             stale.append(t.number)
     if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
         with contextlib.suppress(Exception):

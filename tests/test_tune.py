@@ -376,6 +376,26 @@ def test_sigkill_mid_trial_then_rerun_completes(eri, tmp_path, backend, request)
     _check_kept_files(study, artifacts)  # checkpoints load with weights_only
 
 
+def test_a_trial_no_worker_claimed_is_failed_after_a_while(eri, tmp_path, monkeypatch):
+    """A worker killed between `ask` and recording itself leaves a RUNNING trial with no
+    owner; without this rule a resumed study would wait for it for good."""
+    import abaw.tune
+
+    runs, sweep = tmp_path / "runs", _sweep(tmp_path)
+    run_study(sweep, eri, trials=1, runs=runs, show_progress=False)
+    study = load_study("tiny-lstm", runs=runs)
+    study.ask()  # RUNNING, no owner
+    store = abaw.tune.AtomicArtifactStore(runs / "artifacts")
+    assert abaw.tune.recover_stale(study, store) == [], "a just-asked trial is left alone"
+
+    monkeypatch.setattr(abaw.tune, "UNCLAIMED_S", 0)
+    study = run_study(sweep, eri, trials=2, runs=runs, show_progress=False, timeout=120)
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE
+    ]  # fmt: skip
+    assert "no worker claimed it" in study.trials[1].user_attrs[T.TRIAL_FAIL_REASON]
+
+
 def test_a_silent_worker_on_another_machine_is_failed_by_the_heartbeat(
     eri, tmp_path, postgres_url, monkeypatch
 ):
