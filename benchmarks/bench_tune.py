@@ -14,6 +14,7 @@ Speed parts print `os.getloadavg()`: figures taken while other work runs are noi
 
     python benchmarks/bench_tune.py --part efficiency --trials 40 --seeds 0-9
     python benchmarks/bench_tune.py --part efficiency --seeds 0-9 --trial-seeds per-trial
+    python benchmarks/bench_tune.py --part efficiency --seeds 0-9 --variant vizier-3 --work W
     python benchmarks/bench_tune.py --part overhead,jobs,setup --quick
 """
 
@@ -94,9 +95,18 @@ def sweep_file(work: Path, name: str, epochs: int) -> Path:
 
 
 def efficiency(
-    work: Path, data: Path, trials: int, seeds: list[int], epochs: int, trial_seeds: str = "fixed"
+    work: Path,
+    data: Path,
+    trials: int,
+    seeds: list[int],
+    epochs: int,
+    trial_seeds: str = "fixed",
+    variant: str = "default",
 ) -> dict:
+    """Studies are named by method, variant and seed: rerun with the same --work, finished
+    ones (random search's, most often) are reused, as `--trials` counts the total."""
     from optuna.trial import TrialState
+    from tune_variants import variant as tpe_variant
 
     from abaw.tune import median_warmup, run_study
 
@@ -104,6 +114,7 @@ def efficiency(
         "trials": trials,
         "epochs_max": epochs,
         "trial_seeds": trial_seeds,
+        "variant": variant,
         "median_warmup": median_warmup(epochs),
         "seeds": {},
     }
@@ -114,19 +125,21 @@ def efficiency(
             ("random", "random", "none"),
         ):
             t0 = time.perf_counter()
-            study = run_study(
-                sweep_file(work, f"eff-{method}-{trial_seeds}-{seed}", epochs),
-                data,
-                trials=trials,
-                runs=work / "runs-eff",
-                sampler=sampler,
-                pruner=pruner,
-                seed=seed,
-                keep=1,
-                show_progress=False,
-                threads=1,
-                trial_seeds=trial_seeds,
-            )
+            tag = f"{method}-{variant}" if method == "tpe_median" else method
+            with tpe_variant(variant):
+                study = run_study(
+                    sweep_file(work, f"eff-{tag}-{trial_seeds}-{seed}", epochs),
+                    data,
+                    trials=trials,
+                    runs=work / "runs-eff",
+                    sampler=sampler,
+                    pruner=pruner,
+                    seed=seed,
+                    keep=1,
+                    show_progress=False,
+                    threads=1,
+                    trial_seeds=trial_seeds,
+                )
             rows = [
                 {
                     "number": t.number,
@@ -161,7 +174,8 @@ def efficiency(
     met = sum(x is not None and x <= 0.5 for x in shares)
     out["met"] = f"{met} of {len(shares)} seeds"
     print(
-        f"efficiency ({trial_seeds} trial seeds, median warm-up {out['median_warmup']} epochs): "
+        f"efficiency ({trial_seeds} trial seeds, variant {variant}, median warm-up "
+        f"{out['median_warmup']} epochs): "
         f"TPE + median reached random's best-of-{trials} within 50 % of its epochs on "
         f"{out['met']}; shares: "
         + ", ".join("not reached" if x is None else f"{x:.0%}" for x in shares),
@@ -266,6 +280,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="comma list, or a range like 0-9")
     ap.add_argument("--trial-seeds", default="fixed", choices=("fixed", "per-trial"))
     ap.add_argument("--epochs", type=int, default=15, help="max epochs per trial")
+    ap.add_argument(
+        "--variant",
+        default="default",
+        help="efficiency: a TPE / pruner variant of benchmarks/tune_variants.py (default: abaw's)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to prove the script works")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temp one)")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
@@ -290,7 +309,13 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")]
         n = 6 if args.quick else args.trials
         results["efficiency"] = efficiency(
-            work, data, n, seeds[:1] if args.quick else seeds, args.epochs, args.trial_seeds
+            work,
+            data,
+            n,
+            seeds[:1] if args.quick else seeds,
+            args.epochs,
+            args.trial_seeds,
+            args.variant,
         )
     if "overhead" in parts:
         results["overhead"] = overhead(work, data, 3 if args.quick else 10, args.epochs)
