@@ -12,7 +12,6 @@ kept small (few epochs, narrow models) so several fit in the budget on two cores
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,60 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from abaw.console import console, escape
 from abaw.errors import AbawError
+from abaw.track import get_track, track_names
 
-# Per variant: sweep file, the settings pinned for a CPU demo (left out of the search), and
-# the share of the track's tuning budget. Pins shrink trials, they do not change the method.
-VARIANTS: dict[str, list[tuple[str, dict[str, Any], float]]] = {
-    "eri": [
-        (  # the recommended fusion (masked-mean read-out); width 32 so a trial takes seconds
-            "eri-fusion-mean",
-            {
-                "model.embed_dim": 32,
-                "model.readout": "mean",
-                "train.epochs": 15,
-                "train.patience": 4,
-            },
-            0.6,
-        ),
-        (  # a different model on the same features: the ensemble's second opinion. Measured
-            # on the demo data: +0.0015 to +0.0064 honest gain with the fusion, against -0.0002
-            # to +0.0036 with eri-lstm, whose visual-only trials are 0.06 weaker
-            # (docs/benchmarks.md)
-            "eri-pooled",
-            {"train.epochs": 30, "train.patience": 8},
-            0.4,
-        ),
-    ],
-    "expr": [
-        (
-            "expr-fusion",
-            {
-                "train.epochs": 6,
-                "train.patience": 3,
-                "model.layers": 1,
-                "data.window": 64,
-                "data.stride": 64,
-            },
-            0.6,
-        ),
-        (
-            "expr-regnet",
-            {
-                "train.epochs": 6,
-                "train.patience": 3,
-                "model.layers": 1,
-                "data.window": 64,
-                "data.stride": 64,
-            },
-            0.4,
-        ),
-    ],
-}
-TRACK_SHARE = {"eri": 0.4, "expr": 0.6}  # Expr trials are slower (per-frame windows)
 MAX_TRIALS = 12  # per variant: past this the budget buys little on demo data
 
 
@@ -128,64 +77,25 @@ def sweeps_dir() -> Path:
 
 def _synth(track: str, out: Path, scale: str, seed: int) -> dict[str, Any]:
     """Write the track's synthetic set unless one of this scale and seed is already there."""
-    from abaw.cli import build_parser
-    from abaw.track import get_track
-
     oracle_path = out / "oracle.json"
     if oracle_path.is_file():
         oracle = json.loads(oracle_path.read_text(encoding="utf-8"))
         if oracle.get("scale") == scale and oracle.get("seed") == seed:
             console.print(f"reusing {track} data in {escape(str(out))}")
             return oracle
-    argv = ["synth", "--track", track, "--out", str(out), "--scale", scale]
-    args = build_parser().parse_args([*argv, "--seed", str(seed), "--force"])
-    get_track(track).synth(args, out, None)
-    return json.loads(oracle_path.read_text(encoding="utf-8"))
-
-
-def _oracle_scores(track: str, oracle: dict[str, Any]) -> tuple[float, float | None]:
-    if track == "eri":
-        return oracle["devel"]["mean_pearson"], oracle.get("test", {}).get("mean_pearson")
-    s = oracle["splits"]
-    return s["devel"]["macro_f1"], s.get("test", {}).get("macro_f1")
+    tr = get_track(track)
+    oracle = tr.synth(out, scale=scale, seed=seed)
+    console.print(tr.describe_oracle(oracle, out), markup=False, soft_wrap=True)
+    return oracle
 
 
 def synthetic_test_score(track: str, data: Path, pred: Any) -> float | None:
     """The challenge metric of test predictions against the generator's hidden truth.
 
     None when the data set has no hidden truth (real data, or a set written before it
-    was kept). ERI: `.oracle/test_labels.csv`; Expr: `.oracle/test_labels/<video>.npy`.
+    was kept); each track knows where its synth hides the truth (`.oracle/`).
     """
-    from abaw.metrics import macro_f1, mean_pearson
-
-    if pred is None or len(pred) == 0:
-        return None
-    if track == "eri":
-        path = data / ".oracle" / "test_labels.csv"
-        if not path.is_file():
-            return None
-        import pandas as pd
-
-        truth = pd.read_csv(path, dtype={"File_ID": str}).set_index("File_ID")
-        ids = [str(i).strip("[]") for i in pred.keys["id"]]
-        truth.index = [str(i).strip("[]") for i in truth.index]
-        y = truth.loc[ids, list(pred.columns)].to_numpy(dtype=np.float64)
-        return mean_pearson(y, pred.values.astype(np.float64), pred.columns).value
-    root = data / ".oracle" / "test_labels"
-    if not root.is_dir():
-        return None
-    labels = np.full(len(pred), -1, dtype=np.int64)
-    videos, frames = pred.keys["video"], pred.keys["frame"].astype(np.int64)
-    for v in np.unique(videos):
-        path = root / f"{v}.npy"
-        if not path.is_file():
-            return None
-        y = np.load(path, allow_pickle=False)
-        rows = np.flatnonzero(videos == v)
-        f = frames[rows] - 1
-        ok = (f >= 0) & (f < len(y))
-        labels[rows[ok]] = y[f[ok]]
-    return macro_f1(labels, pred.values.argmax(axis=1)).value
+    return get_track(track).synthetic_test_score(Path(data), pred)
 
 
 def _tune_track(
@@ -204,8 +114,8 @@ def _tune_track(
     from abaw.tune import run_study
 
     out = []
-    for study, pins, share in VARIANTS[track]:
-        pins = dict(pins)
+    for variant in get_track(track).demo_variants:
+        study, pins, share = variant.study, dict(variant.pins), variant.share
         if scale == "tiny":  # the test-suite size: one or two short trials
             pins.update({"train.epochs": 2, "train.patience": 2})
         _stage(f"{track}: tuning {study} ({share * budget_s:.0f} s budget)")
@@ -242,7 +152,7 @@ def _tune_track(
 def run_demo(
     out: str | os.PathLike[str] = "demo",
     *,
-    tracks: tuple[str, ...] = ("eri", "expr"),
+    tracks: tuple[str, ...] | None = None,
     minutes: float = 8.0,
     jobs: int | None = None,
     device: str = "auto",
@@ -253,7 +163,7 @@ def run_demo(
 
     Args:
         out: working folder: data/, runs/ (studies, artifacts, ensembles, reports), submissions/.
-        tracks: which tracks to run.
+        tracks: which tracks to run (default: every registered track).
         minutes: wall-clock budget for all tuning (the stages around it add about a minute).
         jobs: trials in parallel (default: 2 on a machine with at least 2 cores).
         scale: "small" (the demo) or "tiny" (seconds; for tests).
@@ -263,7 +173,6 @@ def run_demo(
     from abaw.ensemble import build_ensemble
     from abaw.report import make_report
     from abaw.submit import submit, validate
-    from abaw.track import get_track
     from abaw.trials import kept_trials, trial_predictions
     from abaw.tune import load_study
 
@@ -272,16 +181,17 @@ def run_demo(
     out = Path(out)
     runs, subs = out / "runs", out / "submissions"
     jobs = jobs or (2 if (os.cpu_count() or 1) >= 2 else 1)
-    total = sum(TRACK_SHARE[t] for t in tracks)
+    tracks = tuple(tracks) if tracks else track_names()
+    total = sum(get_track(t).demo_share for t in tracks)
     results = []
     for track in tracks:
         t_track = time.perf_counter()
         data = out / "data" / track
         _stage(f"{track}: synthetic data ({scale})")
         oracle = _synth(track, data, scale, seed)
-        devel_ceiling, test_ceiling = _oracle_scores(track, oracle)
+        devel_ceiling, test_ceiling = get_track(track).oracle_scores(oracle)
         res = TrackResult(track, get_track(track).metric, devel_ceiling, test_ceiling)
-        budget = minutes * 60 * TRACK_SHARE[track] / total
+        budget = minutes * 60 * get_track(track).demo_share / total
         res.variants = _tune_track(
             track, data, runs, budget, jobs=jobs, device=device, seed=seed, scale=scale
         )
@@ -322,77 +232,3 @@ def run_demo(
         console.print(f"{track} done in {time.perf_counter() - t_track:.0f} s")
         results.append(res)
     return results
-
-
-def _pct(x: float | None, ceiling: float | None) -> str:
-    if x is None or not ceiling:
-        return "-"
-    return f"{100 * x / ceiling:.0f} %"
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def print_summary(results: list[TrackResult], seconds: float) -> None:
-    """The demo's closing table: every variant, the ensemble, test truth, and the files."""
-    from rich.table import Table
-
-    t = Table(title=f"abaw demo: {seconds / 60:.1f} min", title_justify="left")
-    for col, just in (
-        ("track", "left"),
-        ("model", "left"),
-        ("trials (done / pruned)", "right"),
-        ("devel", "right"),
-        ("% of oracle", "right"),
-        ("honest devel", "right"),
-        ("test (synthetic truth)", "right"),
-    ):
-        t.add_column(col, justify=just)
-    for r in results:
-        for v in r.variants:
-            t.add_row(
-                r.track, v.study, f"{v.complete} / {v.pruned}", _f(v.best),
-                _pct(v.best, r.oracle_devel), "", "",
-            )  # fmt: skip
-        s = r.ensemble
-        t.add_row(
-            r.track, f"best single ({s.get('best_single_member', '?')})", "",
-            _f(s.get("best_single_devel")), _pct(s.get("best_single_devel"), r.oracle_devel),
-            _f(s.get("honest_best_single")), _f(r.best_single_test),
-        )  # fmt: skip
-        t.add_row(
-            r.track, "[bold]ensemble[/]", "", _f(s.get("ensemble_devel")),
-            _pct(s.get("ensemble_devel"), r.oracle_devel), _f(s.get("honest_ensemble")),
-            _f(r.ensemble_test),
-        )  # fmt: skip
-        t.add_row(
-            r.track, "oracle (ceiling)", "", _f(r.oracle_devel), "100 %", "",
-            _f(r.oracle_test),
-        )  # fmt: skip
-        t.add_section()
-    console.print(t)
-    for r in results:
-        console.print(f"{r.track} submission: {escape(str(r.zip))} (validated: {r.valid})")
-        for p in r.submission[:3]:
-            console.print(f"  {escape(str(p))}")
-        if len(r.submission) > 3:
-            console.print(f"  ... {len(r.submission)} files")
-        console.print(f"{r.track} report: {escape(str(r.report))}")
-
-
-def main(args: argparse.Namespace) -> int:
-    """`abaw demo`."""
-    tracks = ("eri", "expr") if args.track == "both" else (args.track,)
-    t0 = time.perf_counter()
-    results = run_demo(
-        args.out,
-        tracks=tracks,
-        minutes=args.minutes,
-        jobs=args.jobs,
-        device=args.device,
-        seed=args.seed,
-        scale=args.scale,
-    )
-    print_summary(results, time.perf_counter() - t0)
-    return 0

@@ -21,7 +21,6 @@ one member's test predictions in memory at a time, added to a running weighted s
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -981,85 +980,3 @@ def load_ensemble(
         Predictions.load(d / "predictions-devel.npz"),
         Predictions.load(d / "predictions-test.npz"),
     )
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def print_table(manifest: dict[str, Any], members: Sequence[Member] | None = None) -> None:
-    """Each member's devel score and weight, then best single / ensemble, plain and honest."""
-    from rich.table import Table
-
-    from abaw.console import console
-
-    sc = manifest["scores"]
-    t = Table(title=f"ensemble {manifest['name']} ({manifest['track']}, {manifest['metric']})")
-    for col, just in (("member", "left"), ("source", "left"), ("devel", "right")):
-        t.add_column(col, justify=just)
-    t.add_column("weight", justify="right")
-    names = (
-        [m.name for m in members]
-        if members
-        else [
-            f"{e['study']}#{e['trial']}" if e["source"] == "study" else e["path"]
-            for e in manifest["members"]
-        ]
-    )
-    for n, e in zip(names, manifest["members"], strict=True):
-        t.add_row(n, e["source"], f"{e['devel_score']:.4f}", f"{e['weight']:.3f}")
-    console.print(t)
-    s = Table(title="scores (honest = fitted on one half of devel, scored on the other, both ways)")
-    for col in ("", "devel (selection set)", "honest"):
-        s.add_column(col, justify="right" if col else "left")
-    s.add_row(
-        f"best single ({sc['best_single_member']})",
-        f"{sc['best_single_devel']:.4f}",
-        f"{sc['honest_best_single']:.4f}",
-    )
-    s.add_row(
-        f"ensemble ({manifest['method_used']})",
-        f"{sc['ensemble_devel']:.4f}",
-        f"{sc['honest_ensemble']:.4f}",
-    )
-    gain = sc["honest_ensemble"] - sc["honest_best_single"]
-    s.add_row("honest gain", "", f"{gain:+.4f}")
-    console.print(s)
-    if manifest.get("postprocess"):
-        pp = manifest["postprocess"]
-        offs = ", ".join(f"{k} {v:+.2f}" for k, v in pp["class_offsets"].items() if v)
-        console.print(
-            f"post-processing: smoothing {pp['smoothing']['kind']} width "
-            f"{pp['smoothing']['width']}; class offsets: {offs or 'none'}",
-            soft_wrap=True,
-        )
-    for note in manifest.get("notes", []):
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-
-
-def main(args: argparse.Namespace) -> int:
-    """`abaw ensemble`: build, write and print an ensemble."""
-    from abaw.console import console
-
-    studies = [s for s in (args.studies or "").split(",") if s.strip()]
-    storages = list(args.storage) if args.storage else [None]
-    res = build_ensemble(
-        args.track,
-        name=args.name,
-        studies=[s.strip() for s in studies],
-        predictions=args.predictions or [],
-        top_k=args.top_k,
-        method=args.method,
-        storages=storages,
-        runs=args.runs,
-        artifacts=args.artifacts,
-        force=args.force,
-        post=not args.no_postprocess,
-        seed=args.seed,
-    )
-    print_table(res.manifest, res.members)
-    console.print(
-        f"wrote {res.out_dir}/ (predictions-devel.npz, predictions-test.npz, manifest.json)",
-        markup=False,
-        soft_wrap=True,
-    )
-    return 0

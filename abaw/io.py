@@ -248,17 +248,28 @@ def read_text(
         return Path(path).read_text(encoding=encoding)
 
 
+def read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, fortran_order) of the .npy array starting at `fh`'s position.
+
+    The one reader of .npy headers (feature files, the Expr store, arrays inside a
+    predictions .npz); leaves `fh` at the first data byte. Raises ValueError or EOFError
+    on anything that is not a .npy header.
+    """
+    version = np.lib.format.read_magic(fh)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(fh)
+    return shape, dtype, fortran
+
+
 def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran_order, data offset) of a .npy file, reading only its header."""
     with reading(path, "a .npy file written by numpy"), open(path, "rb") as fh:
         try:
-            version = np.lib.format.read_magic(fh)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read(fh)
+            shape, dtype, fortran = read_npy_header(fh)
         except (ValueError, EOFError) as e:
             raise DataError(
                 path, "not a .npy array", expected="a .npy file written by numpy", found=str(e)[:80]

@@ -13,6 +13,7 @@ objects) and read back with `allow_pickle=False`: nothing is unpickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,32 +71,33 @@ class Predictions:
         return self.values.shape[0]
 
     def key_tuples(self) -> list[tuple]:
-        """Row keys as tuples, for alignment and duplicate checks."""
+        """Row keys as tuples (for messages and small tables; alignment uses `match_rows`)."""
         cols = [self.keys[k].tolist() for k in self.keys]
         return list(zip(*cols, strict=True))
+
+    def take(self, rows: np.ndarray) -> Predictions:
+        """The rows `rows` (an index array), in that order, with the same meta."""
+        return Predictions(
+            self.track,
+            self.split,
+            {k: v[rows] for k, v in self.keys.items()},
+            self.values[rows],
+            self.columns,
+            None if self.labels is None else self.labels[rows],
+            dict(self.meta),
+        )
 
     def order_by(self, other: Predictions) -> Predictions:
         """Return these predictions re-ordered to `other`'s rows (same key set required)."""
         if tuple(self.keys) != tuple(other.keys):
             raise ValueError(f"key columns differ: {tuple(self.keys)} vs {tuple(other.keys)}")
-        index = {k: i for i, k in enumerate(self.key_tuples())}
-        try:
-            take = np.fromiter(
-                (index[k] for k in other.key_tuples()), dtype=np.int64, count=len(other)
-            )
-        except KeyError as e:
-            raise ValueError(f"row {e.args[0]} of the reference is missing here") from None
+        m = match_rows(self.keys, other.keys)
+        if (m.take < 0).any():
+            i = int(np.flatnonzero(m.take < 0)[0])
+            raise ValueError(f"row {describe_row(other.keys, i)} of the reference is missing here")
         if len(self) != len(other):
             raise ValueError(f"{len(self)} rows here, {len(other)} in the reference")
-        return Predictions(
-            self.track,
-            self.split,
-            {k: v[take] for k, v in self.keys.items()},
-            self.values[take],
-            self.columns,
-            None if self.labels is None else self.labels[take],
-            dict(self.meta),
-        )
+        return self.take(m.take)
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as `.npz` (plain arrays only)."""
@@ -153,3 +155,74 @@ class Predictions:
         data = {k: v for k, v in self.keys.items()}
         data.update({c: self.values[:, i] for i, c in enumerate(self.columns)})
         return pd.DataFrame(data)
+
+
+# ---------------------------------------------------------------- row alignment
+# The one way rows of two key tables are matched (ensemble members, frame lists,
+# `Predictions.order_by`): each key column is coded against the reference's sorted unique
+# values, so a million Expr frames are matched with sorts, never a dict of tuples.
+
+
+def row_codes(
+    cols: Sequence[np.ndarray], ref_cols: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 code per row of `cols` and of `ref_cols`, equal iff the key tuples are equal.
+
+    Rows of `cols` holding a value absent from the reference get code -1 (never equal to a
+    reference code).
+    """
+    code = np.zeros(len(cols[0]), np.int64)
+    ref = np.zeros(len(ref_cols[0]), np.int64)
+    ok = np.ones(len(cols[0]), bool)
+    for c, r in zip(cols, ref_cols, strict=True):
+        if c.dtype.kind in "US" or r.dtype.kind in "US":
+            c, r = c.astype(str), r.astype(str)
+        u = np.unique(r)
+        pos = np.searchsorted(u, c).clip(0, max(len(u) - 1, 0))
+        ok &= (u[pos] == c) if len(u) else np.zeros(len(c), bool)
+        code = code * (len(u) + 1) + pos
+        ref = ref * (len(u) + 1) + np.searchsorted(u, r)
+    return np.where(ok, code, -1), ref
+
+
+@dataclass
+class RowMatch:
+    """How the rows of a key table meet the rows of a reference key table."""
+
+    take: np.ndarray  # (n_ref,) the row of `keys` holding each reference row; -1 = none
+    extra: np.ndarray  # rows of `keys` that are not reference rows
+    duplicate: int | None  # a row of `keys` whose key appeared on an earlier row; None = none
+    ref_duplicate: int | None  # the same for the reference
+
+
+def match_rows(keys: dict[str, np.ndarray], ref_keys: dict[str, np.ndarray]) -> RowMatch:
+    """Match the rows of `keys` to those of `ref_keys` (the same key columns, in `ref_keys` order).
+
+    Callers word their own errors from the result: which reference rows are missing, which
+    rows are extra, which are listed twice.
+    """
+    names = list(ref_keys)
+    code, ref = row_codes([keys[k] for k in names], [ref_keys[k] for k in names])
+    n_ref = len(ref)
+    order_ref = np.argsort(ref, kind="stable")
+    ref_dup = np.flatnonzero(np.diff(ref[order_ref]) == 0)
+    order = np.argsort(code, kind="stable")
+    sc = code[order]
+    dup = np.flatnonzero((np.diff(sc) == 0) & (sc[1:] >= 0))
+    if n_ref and len(sc):
+        pos = np.searchsorted(sc, ref).clip(0, len(sc) - 1)
+        take = np.where(sc[pos] == ref, order[pos], -1)
+    else:
+        take = np.full(n_ref, -1, np.int64)
+    extra = np.flatnonzero((code < 0) | ~np.isin(code, ref))
+    return RowMatch(
+        take.astype(np.int64),
+        extra,
+        int(order[dup[0] + 1]) if len(dup) else None,
+        int(order_ref[ref_dup[0] + 1]) if len(ref_dup) else None,
+    )
+
+
+def describe_row(keys: dict[str, np.ndarray], i: int) -> str:
+    """Row `i` of a key table as text for messages: "00012", "video3/42"."""
+    return "/".join(str(keys[k][i]) for k in keys)

@@ -15,7 +15,6 @@ store. Ensemble reports read `<runs>/ensembles/NAME/manifest.json` and
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -687,24 +686,3 @@ def make_report(
     st = study if isinstance(study, optuna.Study) else _load_study(study, storage, runs)
     dest = Path(out) if out else runs / "reports" / safe_name(st.study_name, what="study name")
     return _study_report(st, dest, artifacts)
-
-
-def main(args: argparse.Namespace) -> int:
-    """`abaw report (--study NAME | --ensemble NAME) ...`."""
-    from abaw.console import console
-
-    rep = make_report(
-        study=args.study,
-        ensemble=args.ensemble,
-        storage=args.storage,
-        runs=args.runs,
-        artifacts=args.artifacts,
-        out=args.out,
-    )
-    for note in rep.notes:
-        console.print(f"note: {note}")
-    console.print(f"{rep.kind} {rep.name}: {len(rep.figures)} figures")
-    for path in rep.figures.values():
-        console.print(f"  {path}")
-    console.print(f"report: {rep.html}")
-    return 0

@@ -1,28 +1,56 @@
-"""`abaw synth`: synthetic data sets in the real on-disk layouts of both tracks.
+"""`abaw synth`: synthetic data sets in the real on-disk layouts of every track.
 
 The real data sets are licensed; these stand-ins are written in exactly the
 layouts of docs/data.md so the real loaders are what tests and demos exercise.
 Each data set carries `oracle.json`: the score of the ideal (latent-state)
 predictor, the ceiling every result is reported against.
 
-Track-specific writers live in `abaw/eri/synth.py` and `abaw/expr/synth.py`, reached
-through `Track.synth`.
+Track-specific writers live in the wings (`abaw/eri/synth.py`, `abaw/expr/synth.py`),
+reached through `Track.synth`.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 from pathlib import Path
+from typing import Any
 
-from abaw.errors import AbawError
+from abaw.errors import AbawError, ConfigError
 from abaw.track import get_track
 
 
-def main(args: argparse.Namespace) -> int:
-    """CLI: write the data set, then print a short summary."""
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
+def synth(
+    track: str,
+    out: str | os.PathLike[str],
+    *,
+    scale: str = "small",
+    seed: int = 0,
+    difficulty: str = "normal",
+    features: list[str] | None = None,
+    force: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write a synthetic data set of `track` into `out`; returns its oracle (oracle.json).
+
+    Args:
+        track: a registered track name.
+        out: the folder to write; a non-empty one is refused unless `force`.
+        scale: "tiny" (seconds, tests), "small" (a CPU demo) or "full" (challenge sizes).
+        seed: the generator's seed (the output is deterministic per seed).
+        difficulty: "normal" or "hard" (fewer training samples, weaker per-step signal).
+        features: feature sets / backbones to write (default: the track's choice).
+        options: the track's `synth_options` (ERI `layout`; Expr `feature_format`).
+    """
+    tr = get_track(track)
+    unknown = [k for k in options if k not in tr.synth_options]
+    if unknown:
+        raise ConfigError(
+            f"synth: {', '.join(unknown)} is not an option of the {tr.name} track "
+            f"(its options: {', '.join(tr.synth_options) or 'none'})"
+        )
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
         raise AbawError(f"{out}: folder is not empty; choose another --out or pass --force")
-    features = [f.strip() for f in args.features.split(",")] if args.features else None
-    get_track(args.track).synth(args, out, features)
-    return 0
+    return tr.synth(
+        out, scale=scale, seed=seed, difficulty=difficulty, features=features, **options
+    )

@@ -21,11 +21,11 @@ sampled `data.max_len` or `data.window` re-slices instead of re-reading files.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,9 +35,10 @@ if TYPE_CHECKING:  # kept out of the import so `abaw --help` and `abaw synth` st
     import torch
     from torch import nn
 
-    from abaw.inspect import InspectReport
+    from abaw.findings import InspectReport
     from abaw.metrics import Score
     from abaw.predictions import Predictions
+    from abaw.problems import Problem
 
 # The one registry of tracks: name -> module holding `TRACK`. Add a track here, nowhere else.
 TRACKS: dict[str, str] = {"eri": "abaw.eri.track", "expr": "abaw.expr.track"}
@@ -48,6 +49,26 @@ Batch = dict[str, "torch.Tensor"]
 def track_names() -> tuple[str, ...]:
     """Registered track names, in registry order (the CLI's `--track` choices)."""
     return tuple(TRACKS)
+
+
+@dataclass(frozen=True)
+class DemoVariant:
+    """One model variant `abaw demo` tunes: a shipped sweep, pinned small for a CPU."""
+
+    study: str  # sweep file sweeps/<study>.toml; also the study's name
+    pins: dict[str, Any] = field(default_factory=dict)  # settings pinned (left out of the search)
+    share: float = 1.0  # share of the track's tuning budget
+
+
+@dataclass
+class Written:
+    """What `Track.write_submission` wrote: the files, and what `abaw submit` needs to know."""
+
+    files: list[Path]  # the challenge file(s), in the folder given
+    rows: int  # rows written (samples / frames)
+    notes: list[str]  # what the writer decided that a user should know
+    check: Path  # what `validate_submission` reads back: one file, or the folder
+    info: dict[str, Any] = field(default_factory=dict)  # plain facts for the manifest
 
 
 @runtime_checkable
@@ -93,10 +114,15 @@ class Task(Protocol):
 class Track(Protocol):
     """What the shared stages need to know about a track."""
 
-    name: str  # "eri" | "expr"
-    metric: str  # "mean_pearson" | "macro_f1"
+    name: str  # the registry name, e.g. "eri"
+    metric: str  # the challenge metric, e.g. "mean_pearson"
     columns: tuple[str, ...]  # prediction value columns, in challenge order
     keys: tuple[str, ...]  # prediction key columns that identify a row (sample ID; video, frame)
+    synth_options: tuple[str, ...]  # keyword options `synth` takes beyond the common ones
+    inspect_options: tuple[str, ...]  # keyword options `inspect` takes beyond the common ones
+    submission_options: tuple[str, ...]  # keyword options of write_/validate_submission
+    demo_variants: tuple[DemoVariant, ...]  # what `abaw demo` tunes for this track
+    demo_share: float  # this track's share of the demo's tuning budget
 
     def models(self) -> list[str]:
         """Names of the registered model variants."""
@@ -130,8 +156,32 @@ class Track(Protocol):
         """Rebuild a model from a checkpoint's `model_spec` (the caller loads the weights)."""
         ...
 
-    def synth(self, args: argparse.Namespace, out: Path, features: list[str] | None) -> None:
-        """`abaw synth --track <name>`: write a synthetic data set in the real layout."""
+    def synth(
+        self,
+        out: Path,
+        *,
+        scale: str = "small",
+        seed: int = 0,
+        difficulty: str = "normal",
+        features: list[str] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Write a synthetic data set in the real layout; returns its oracle (oracle.json).
+
+        `options` are the track's `synth_options` (e.g. an on-disk layout or file format).
+        """
+        ...
+
+    def describe_oracle(self, oracle: dict[str, Any], out: Path) -> str:
+        """One line for the user: what `synth` wrote into `out` and its ceiling scores."""
+        ...
+
+    def oracle_scores(self, oracle: dict[str, Any]) -> tuple[float, float | None]:
+        """(devel, test) ceiling scores of a synthetic set's oracle (test None if unknown)."""
+        ...
+
+    def synthetic_test_score(self, data: Path, pred: Predictions | None) -> float | None:
+        """The metric of test predictions against a synthetic set's hidden truth (None: none)."""
         ...
 
     def inspect(
@@ -144,18 +194,21 @@ class Track(Protocol):
     ) -> InspectReport:
         """`abaw inspect --track <name>`: what the loaders find, and every problem.
 
-        `options` are track-specific (Expr: test_frames, test_videos file paths).
+        `options` are the track's `inspect_options` (e.g. explicit test-list paths).
         """
         ...
 
     def write_submission(
         self, pred: Predictions, data: Path, folder: Path, **options: Any
-    ) -> tuple[list[Path], int, list[str]]:
-        """Write the challenge file(s) of test `pred` into `folder`: (files, rows, notes)."""
+    ) -> Written:
+        """Write the challenge file(s) of test `pred` into `folder` (`options`: submission_options)."""
         ...
 
-    def validate_submission(self, path: Path, data: Path, *, frames: Path | None = None) -> list:
-        """Every problem (abaw.submit.Problem) of the submission at `path`; [] = accepted."""
+    def validate_submission(self, path: Path, data: Path, **options: Any) -> list[Problem]:
+        """Every problem of the submission at `path`; [] = accepted.
+
+        Takes every one of `submission_options`; those that only shape the writing are ignored.
+        """
         ...
 
 

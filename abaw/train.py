@@ -17,7 +17,6 @@ old one first and writes it last, after the checkpoint and predictions
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -50,10 +49,10 @@ __all__ = [
     "fit",
     "is_complete",
     "load_checkpoint",
-    "main",
     "rebuild_model",
     "resolve_device",
     "run_sections",
+    "train_sweep",
     "set_threads",
     "write_run",
 ]
@@ -412,48 +411,56 @@ def write_run(
         json.dump(metrics, fh, indent=2)
 
 
-def main(args: argparse.Namespace) -> int:
-    """`abaw train`: train the [fixed] configuration of one sweep file (plus --set overrides)."""
+def train_sweep(
+    sweep: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    overrides: dict[str, Any] | list[str] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    seed: int = 0,
+    runs: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+) -> tuple[Task, FitResult, Path]:
+    """`abaw train`: train the [fixed] configuration of one sweep file (plus overrides).
+
+    Writes `<runs>/train/<name>/` (checkpoint, predictions, config, metrics); returns
+    (task, result, run folder). `name` defaults to the sweep's name and the time.
+    """
     from abaw.sweep import build_configs, config_to_dict, load_sweep, parse_overrides
     from abaw.track import get_track
 
-    sweep = load_sweep(args.sweep)
-    overrides = parse_overrides(args.overrides)
-    track = get_track(sweep.track)
+    sw = load_sweep(sweep)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    overrides = dict(overrides or {})
+    track = get_track(sw.track)
     configs = build_configs(
-        sweep.resolve(overrides=overrides),
-        run_sections(track, sweep.model),
-        where=str(sweep.path),
+        sw.resolve(overrides=overrides),
+        run_sections(track, sw.model),
+        where=str(sw.path),
         overridden=overrides,
     )
-    device = resolve_device(args.device)
-    if device.type == "cpu":
-        set_threads(threads=getattr(args, "threads", None))
-    name = args.name or f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        set_threads(threads=threads)
+    name = name or f"{sw.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         safe_name(name, what="--name")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    out_dir = Path(args.runs) / "train" / name
-    task = track.prepare(Path(args.data), sweep.model, configs, device)
+    out_dir = Path(runs) / "train" / name
+    task = track.prepare(Path(data), sw.model, configs, dev)
     for note in task.notes:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    console.print(f"training {sweep.track}/{sweep.model} on {device} -> {out_dir}")
+    console.print(f"training {sw.track}/{sw.model} on {dev} -> {out_dir}")
     config = {
-        "track": sweep.track,
-        "model": sweep.model,
-        "sweep": str(sweep.path),
-        "seed": args.seed,
+        "track": sw.track,
+        "model": sw.model,
+        "sweep": str(sw.path),
+        "seed": seed,
         "overrides": overrides,
         "settings": config_to_dict(configs),
     }
-    result = fit(
-        task, configs["train"], device=device, seed=args.seed, out_dir=out_dir, config=config
-    )
-    for table in task.summary(Predictions.load(result.predictions["devel"])):
-        console.print(table)
-    console.print(
-        f"best devel {task.metric} {result.best_score:.4f} at epoch {result.best_epoch} "
-        f"of {len(result.history)}; run folder {out_dir}"
-    )
-    return 0
+    result = fit(task, configs["train"], device=dev, seed=seed, out_dir=out_dir, config=config)
+    return task, result, out_dir

@@ -28,7 +28,6 @@ and enqueues a retry with the same parameters.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import json
@@ -56,9 +55,9 @@ from abaw.errors import AbawError, ConfigError
 from abaw.io import atomic_open, safe_name
 from abaw.sweep import Sweep, build_configs, config_to_dict, load_sweep, parse_overrides
 from abaw.track import DataCache, get_track
-from abaw.tune_view import FINISHED, Monitor, fmt_value
+from abaw.tune_view import FINISHED, Monitor, fmt_value  # noqa: F401  (fmt_value: abaw.cli)
 
-__all__ = ["load_study", "main", "open_storage", "run_study", "studies_main"]
+__all__ = ["load_study", "open_storage", "run_study", "storage_label", "study_rows"]
 
 JOURNAL_FILE = "optuna-journal.log"
 OWNER_ATTR = "abaw:owner"  # trial system attribute: {"host", "pid", "start"} of the worker
@@ -153,7 +152,8 @@ def open_storage(
     raise AssertionError("unreachable")
 
 
-def _where(storage: str | None, runs: str | os.PathLike[str]) -> str:
+def storage_label(storage: str | None, runs: str | os.PathLike[str]) -> str:
+    """Where a study lives, for messages: the journal file, or the URL without its password."""
     return str(Path(runs) / JOURNAL_FILE) if storage is None else _redact(storage)
 
 
@@ -165,7 +165,9 @@ def load_study(
     names = optuna.get_all_study_names(st)
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise AbawError(f"no study {name!r} in {_where(storage, runs)}; studies there: {known}")
+        raise AbawError(
+            f"no study {name!r} in {storage_label(storage, runs)}; studies there: {known}"
+        )
     return optuna.load_study(study_name=name, storage=st)
 
 
@@ -869,7 +871,7 @@ def run_study(
     live = sys.stdout.isatty() if show_progress is None else show_progress
     monitor = Monitor(the_study, list(sw.searchable(overrides)), trials, live=live)
     print(
-        f"study {name!r} ({sw.track}/{sw.model}) in {_where(storage, runs)}: "
+        f"study {name!r} ({sw.track}/{sw.model}) in {storage_label(storage, runs)}: "
         f"{len(the_study.trials)} trial(s) so far; target {trials or 'unlimited'} finished; "
         f"{jobs} worker(s) x {n_threads} CPU thread(s) on {dev}; artifacts in {artifacts_dir}",
         flush=True,
@@ -922,31 +924,7 @@ def _run_processes(w: _Worker, jobs: int) -> None:
         )
 
 
-# -- CLI --------------------------------------------------------------------------------------
-
-
-def main(args: argparse.Namespace) -> int:
-    """`abaw tune`: a thin wrapper around `run_study`."""
-    run_study(
-        args.sweep,
-        args.data,
-        trials=args.trials,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        storage=args.storage,
-        study=args.study,
-        runs=args.runs,
-        artifacts=args.artifacts,
-        seed=args.seed,
-        trial_seeds=args.trial_seeds,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        keep=args.keep,
-        device=args.device,
-        overrides=parse_overrides(args.overrides),
-        threads=args.threads,
-    )
-    return 0
+# -- listing ------------------------------------------------------------------------------
 
 
 def study_rows(storage: str | None, runs: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -971,42 +949,3 @@ def study_rows(storage: str | None, runs: str | os.PathLike[str]) -> list[dict[s
             }
         )
     return rows
-
-
-def studies_main(args: argparse.Namespace) -> int:
-    """`abaw studies`: every study in a storage with its track, model, counts and best trial."""
-    rows = study_rows(args.storage, args.runs)
-    where = _where(args.storage, args.runs)
-    if not rows:
-        print(f"no studies in {where}")
-        return 0
-    states = ("complete", "pruned", "fail", "running", "waiting")
-    if not sys.stdout.isatty():
-        for r in rows:
-            best = (
-                "-"
-                if r["best_value"] is None
-                else f"{r['best_value']:.4f} (trial {r['best_trial']})"
-            )
-            params = " ".join(f"{k}={fmt_value(v)}" for k, v in r["best_params"].items())
-            counts = " ".join(f"{s} {r[s]}" for s in states)
-            print(f"{r['study']}  {r['track']}/{r['model']}  {counts}  best {best}  {params}")
-        return 0
-    from rich.table import Table
-
-    from abaw.console import console
-
-    table = Table(title=f"studies in {where}")
-    for col in ("study", "track", "model", *states, "best", "best params"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["study"],
-            r["track"],
-            r["model"],
-            *[str(r[s]) for s in states],
-            "" if r["best_value"] is None else f"{r['best_value']:.4f} (#{r['best_trial']})",
-            " ".join(f"{k}={fmt_value(v)}" for k, v in r["best_params"].items()),
-        )
-    console.print(table)
-    return 0

@@ -7,6 +7,7 @@ of `abaw.track.TRACKS`: a new track is done when it passes them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from abaw.cli import TRACK_CHOICES, build_parser
+from abaw.cli import TRACK_CHOICES
 from abaw.errors import ConfigError
-from abaw.inspect import InspectReport
+from abaw.findings import InspectReport
 from abaw.metrics import Score
 from abaw.predictions import Predictions
 from abaw.sweep import build_configs, load_sweep
@@ -50,10 +51,8 @@ def case(request, tmp_path_factory):
     name = request.param
     track = get_track(name)
     out = tmp_path_factory.mktemp(name) / "data"
-    args = build_parser().parse_args(
-        ["synth", "--track", name, "--out", str(out), "--scale", "tiny"]
-    )
-    track.synth(args, out, None)
+    oracle = track.synth(out, scale="tiny")
+    assert json.loads((out / "oracle.json").read_text()) == json.loads(json.dumps(oracle))
     sweep_file, overrides = CASES[name]
     sweep = load_sweep(REPO / "sweeps" / sweep_file)
     configs = build_configs(sweep.resolve(overrides=overrides), run_sections(track, sweep.model))

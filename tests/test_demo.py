@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from abaw.cli import main
-from abaw.demo import print_summary, run_demo, synthetic_test_score
+from abaw.cli.show import demo_summary
+from abaw.demo import run_demo, synthetic_test_score
 from abaw.predictions import Predictions
 from abaw.submit import validate
 
@@ -30,7 +31,7 @@ def test_demo_both_tracks_end_to_end(tmp_path, capsys):
             (out / "runs" / "ensembles" / f"demo-{r.track}" / "manifest.json").read_text()
         )
         assert manifest["track"] == r.track and manifest["members"]
-    print_summary(results, 1.0)
+    demo_summary(results, 1.0)
     text = capsys.readouterr().out
     assert "ensemble" in text and "oracle (ceiling)" in text and "demo-eri.zip" in text
 

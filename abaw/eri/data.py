@@ -279,7 +279,7 @@ def load_eri(
 
 def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bool = True):
     """Everything `abaw inspect --track eri` shows: counts, feature sets, missing modalities, every problem."""
-    from abaw.inspect import InspectReport, Section
+    from abaw.findings import InspectReport, Section
 
     root, note = find_eri_root(Path(root))
     rep = InspectReport("eri", root)

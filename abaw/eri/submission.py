@@ -17,10 +17,11 @@ import pandas as pd
 from abaw.eri import EMOTIONS
 from abaw.errors import AbawError, SubmissionError
 from abaw.predictions import Predictions
-from abaw.submit import Problem, add_rows, header_layout_problem, read_submission, text_lines
+from abaw.problems import Problem, add_rows, header_layout_problem, read_submission, text_lines
 
 HEADER = ",".join(("File_ID", *EMOTIONS))
 FILE_NAME = "predictions.csv"
+ID_STYLES = ("as-data", "bracketed", "bare")  # File_IDs as the data spells them, [00000], 00000
 
 
 def bare(ids: np.ndarray) -> np.ndarray:
@@ -51,7 +52,7 @@ def styled(ids: np.ndarray, style: str) -> np.ndarray:
 
 
 def write_submission(
-    pred: Predictions, data: Path, folder: Path, *, fmt: str, id_style: str, frames=None
+    pred: Predictions, data: Path, folder: Path, *, id_style: str = "as-data"
 ) -> tuple[list[Path], int, list[str]]:
     """Write predictions.csv into `folder`: (files, rows, notes)."""
     from abaw.io import atomic_open
@@ -225,7 +226,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     return probs
 
 
-def validate_submission(path: Path, data: Path, *, frames=None) -> list[Problem]:
+def validate_submission(path: Path, data: Path) -> list[Problem]:
     """Problems of an ERI submission: a CSV, or a zip holding exactly one CSV at its top level."""
     files, probs, kind = read_submission(path)
     expected = test_ids(data)

@@ -18,7 +18,6 @@ out by Monte Carlo): the best any model can reach on devel and test.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import zlib
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from abaw.console import console, progress
+from abaw.console import progress
 from abaw.eri import EMOTIONS
 from abaw.io import atomic_open, atomic_path
 from abaw.metrics import mean_pearson
@@ -398,23 +397,11 @@ def _write_tables(
             fh.write(f"{i},{name[s]},{v},{a},{c}\n")
 
 
-def cli_synth(args: argparse.Namespace, out: Path, features: list[str] | None) -> None:
-    """`abaw synth --track eri`: write the data set and print its ceiling."""
-    try:
-        oracle = write_eri(
-            out,
-            scale=args.scale,
-            seed=args.seed,
-            layout=args.layout,
-            features=features,
-            difficulty=getattr(args, "difficulty", "normal"),
-        )
-    except ValueError as e:
-        from abaw.errors import ConfigError
-
-        raise ConfigError(str(e)) from None
-    console.print(
-        f"ERI {args.scale}{' hard' if oracle['difficulty'] == 'hard' else ''} ({args.layout}) written to {out}: "
+def describe_oracle(oracle: dict, out: Path) -> str:
+    """One line for the user: what was written and the ceiling (`abaw synth --track eri`)."""
+    hard = " hard" if oracle.get("difficulty") == "hard" else ""
+    return (
+        f"ERI {oracle['scale']}{hard} ({oracle['layout']}) written to {out}: "
         + ", ".join(f"{k} {v}" for k, v in oracle["counts"].items())
         + f"; oracle mean Pearson devel {oracle['devel']['mean_pearson']:.3f}, "
         f"test {oracle['test']['mean_pearson']:.3f}"

@@ -31,7 +31,7 @@ from abaw.expr.scan import (
     short_features_warning,
 )
 from abaw.expr.store import ColumnStats, FeatureStore, StoreWriter, fill_rows
-from abaw.inspect import InspectReport
+from abaw.findings import InspectReport
 from abaw.io import atomic_open, atomic_path, cache_dir_for, cache_key, remove_stale_tmp
 
 LOADER_VERSION = 1  # bump when the store's content would change for the same inputs

@@ -16,7 +16,7 @@ from abaw.expr.scan import (
     read_features,
     scan_layout,
 )
-from abaw.inspect import InspectReport, Section
+from abaw.findings import InspectReport, Section
 
 _SPLITS = ("train", "devel", "test")
 

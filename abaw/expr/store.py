@@ -13,17 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from abaw.io import read_npy_header
+
 _MAX_PREAD = 1 << 30  # bytes per syscall (Linux caps a single read just under 2 GiB)
 
 
 def _header(fh) -> tuple[tuple[int, ...], np.dtype, int]:
-    version = np.lib.format.read_magic(fh)
-    read = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read(fh)
+    shape, dtype, fortran = read_npy_header(fh)
     if fortran or len(shape) != 2:
         raise ValueError(f"{fh.name}: store must be a C-ordered 2-D array, found shape {shape}")
     return shape, dtype, fh.tell()

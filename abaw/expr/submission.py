@@ -26,9 +26,10 @@ import pandas as pd
 from abaw.errors import AbawError, DataError, SubmissionError
 from abaw.expr.layout import HEADER, TEST_FRAME_HEADER
 from abaw.predictions import Predictions
-from abaw.submit import Problem, add_rows, header_layout_problem, read_submission, text_lines
+from abaw.problems import Problem, add_rows, header_layout_problem, read_submission, text_lines
 
 FILE_NAME = "predictions.txt"
+FORMATS = ("single", "per-video")  # one file in frame-list order (ABAW5/6); <video>.txt (ABAW3/4)
 LABELS = [str(i) for i in range(8)]
 
 
@@ -326,7 +327,7 @@ def labels_for(pred: Predictions, fl: FrameList) -> tuple[np.ndarray, list[str]]
 
 
 def write_submission(
-    pred: Predictions, data: Path, folder: Path, *, fmt: str, id_style: str = "as-data", frames=None
+    pred: Predictions, data: Path, folder: Path, *, fmt: str = "single", frames=None
 ) -> tuple[list[Path], int, list[str]]:
     """Write the single file or the per-video files into `folder`: (files, rows, notes)."""
     from abaw.io import atomic_path, safe_name

@@ -15,7 +15,6 @@ labels go to `<out>/.oracle/test_labels/<video>.npy` where no loader looks.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from abaw.console import console, progress
+from abaw.console import progress
 from abaw.errors import ConfigError
 from abaw.expr.layout import (
     ANNOTATION_DIRS,
@@ -388,19 +387,12 @@ def _oracle(
     }
 
 
-def cli_synth(args: argparse.Namespace, out: Path, features: list[str] | None) -> None:
-    """`abaw synth --track expr`: write the data set and print its oracle scores."""
-    oracle = write_expr(
-        out,
-        scale=args.scale,
-        seed=args.seed,
-        backbones=features,
-        feature_format=getattr(args, "feature_format", "npy"),
-        difficulty=getattr(args, "difficulty", "normal"),
-    )
+def describe_oracle(oracle: dict, out: Path) -> str:
+    """One line for the user: what was written and the ceiling (`abaw synth --track expr`)."""
     s = oracle["splits"]
-    console.print(
-        f"Wrote Expr {args.scale}{' hard' if oracle['difficulty'] == 'hard' else ''} data to {out}: "
+    hard = " hard" if oracle.get("difficulty") == "hard" else ""
+    return (
+        f"Wrote Expr {oracle['scale']}{hard} data to {out}: "
         + ", ".join(f"{k} {v['videos']} videos / {v['frames']} frames" for k, v in s.items())
         + f". Oracle macro F1: devel {s['devel']['macro_f1']:.3f}, test {s['test']['macro_f1']:.3f}."
     )

@@ -1,22 +1,16 @@
-"""The `abaw` command line: one small entry per sub-command, each calling the library.
+"""The arguments of every `abaw` command, and the one registry of commands (COMMANDS).
 
-Each command is registered once in COMMANDS with its arguments and the
-`module:function` that runs it. A command whose module is not built yet says
-so in one line and exits 2. Library errors (`AbawError`) print one sentence
-and exit 1; nothing prints a traceback for bad user input.
+Each command is registered once with its help, an example, a function that adds its
+arguments, and the `module:function` that runs it (abaw/cli/commands.py). Nothing here
+imports the library beyond the track registry, so `abaw --help` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from abaw import __version__
-from abaw.errors import AbawError
 from abaw.track import track_names
 
 TRACK_CHOICES = track_names()  # the one registry in abaw/track.py
@@ -269,6 +263,7 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
     _runs(p)
     p.add_argument(
         "--format",
+        dest="fmt",
         choices=("single", "per-video"),
         default="single",
         help="Expr: one file in frame-list order (ABAW5/6) or one <video>.txt per video (ABAW3/4)",
@@ -366,164 +361,69 @@ COMMANDS: tuple[Command, ...] = (
         "write a synthetic data set in the real challenge layout",
         "abaw synth --track eri --out data/eri-small --scale small --seed 0",
         _args_synth,
-        "abaw.synth:main",
+        "abaw.cli.commands:synth",
     ),
     Command(
         "inspect",
         "show what the loaders find in a data folder, and every problem",
         "abaw inspect --track eri --data data/eri-small",
         _args_inspect,
-        "abaw.inspect:main",
+        "abaw.cli.commands:inspect",
     ),
     Command(
         "train",
         "train one configuration of a sweep file (no search)",
         "abaw train --sweep sweeps/eri-fusion.toml --data data/eri-small --set train.epochs=20",
         _args_train,
-        "abaw.train:main",
+        "abaw.cli.commands:train",
     ),
     Command(
         "tune",
         "search hyperparameters with Optuna (many workers may share one study)",
         "abaw tune --sweep sweeps/eri-lstm.toml --data data/eri-small --trials 20 --jobs 2",
         _args_tune,
-        "abaw.tune:main",
+        "abaw.cli.commands:tune",
     ),
     Command(
         "studies",
         "list studies with best values and trial counts",
         "abaw studies --runs runs  (or --storage postgresql://user:pw@host/abaw)",
         _args_studies,
-        "abaw.tune:studies_main",
+        "abaw.cli.commands:studies",
     ),
     Command(
         "ensemble",
         "combine the best trials of one or more studies (and prediction files), with an honest gain",
         "abaw ensemble --track eri --studies eri-fusion-mean,eri-pooled --top-k 5 --method greedy --name final",
         _args_ensemble,
-        "abaw.ensemble:main",
+        "abaw.cli.commands:ensemble",
     ),
     Command(
         "submit",
         "write a validated challenge submission from an ensemble or predictions",
         "abaw submit --track eri --ensemble final --data data/eri-small",
         _args_submit,
-        "abaw.submit:main",
+        "abaw.cli.commands:submit",
     ),
     Command(
         "validate",
         "check a submission file as the challenge server would (exit 0 = accepted)",
         "abaw validate --track eri submissions/final/predictions.csv --data data/eri-small",
         _args_validate,
-        "abaw.submit:validate_main",
+        "abaw.cli.commands:validate",
     ),
     Command(
         "report",
         "tables and plots of a study or an ensemble",
         "abaw report --study eri-fusion --out reports/eri-fusion",
         _args_report,
-        "abaw.report:main",
+        "abaw.cli.commands:report",
     ),
     Command(
         "demo",
         "synth -> tune -> ensemble -> submit -> validate -> report on built-in demo data (~10 min on a CPU)",
         "abaw demo --out demo/ --minutes 8",
         _args_demo,
-        "abaw.demo:main",
+        "abaw.cli.commands:demo",
     ),
 )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="abaw",
-        description="From ABAW challenge features to a tuned, ensembled, validated submission "
-        "(ERI on Hume-Reaction, Expr on Aff-Wild2).",
-        epilog="Pipeline: synth/inspect -> train/tune -> ensemble -> submit/validate. "
-        "Run `abaw COMMAND --help` for a command's options and an example.",
-    )
-    parser.add_argument("--version", action="version", version=f"abaw {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of an unexpected error"
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for cmd in COMMANDS:
-        p = sub.add_parser(
-            cmd.name,
-            help=cmd.help,
-            description=cmd.help[0].upper() + cmd.help[1:] + ".",
-            epilog=f"example:\n  {cmd.example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        cmd.add_args(p)
-        p.set_defaults(_target=cmd.target, _name=cmd.name)
-    return parser
-
-
-def _resolve(target: str) -> Callable[[argparse.Namespace], int] | None:
-    module, _, func = target.partition(":")
-    if importlib.util.find_spec(module) is None:
-        return None
-    return getattr(importlib.import_module(module), func, None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `abaw` console script.
-
-    `--debug` goes before the command (`abaw --debug train ...`); after it is accepted too.
-    Without it, no traceback reaches the user: an AbawError prints its sentence, anything
-    else one line naming the exception and how to see the traceback.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cut = argv.index("--") if "--" in argv else len(argv)
-    debug = "--debug" in argv[:cut]
-    argv = [a for i, a in enumerate(argv) if a != "--debug" or i >= cut]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.debug = debug
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    fn = _resolve(args._target)
-    if fn is None:
-        print(f"abaw {args._name}: not built yet in this version ({__version__}).", file=sys.stderr)
-        return 2
-    try:
-        return int(fn(args) or 0)
-    except AbawError as e:
-        if debug:
-            raise
-        _print_error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # the last resort: one line, not a traceback
-        if debug:
-            raise
-        where = ""
-        tb = e.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb is not None:
-            where = f" (in {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})"
-        _print_error(
-            f"unexpected {type(e).__name__}{where}: {e or 'no message'}. "
-            "This is a bug or an unhandled input; run with --debug for the traceback "
-            f"(abaw --debug {args._name} ...)."
-        )
-        return 1
-
-
-def _print_error(message: str) -> None:
-    """One `error:` line on stderr; the message is escaped (user data may hold [brackets])."""
-    from abaw.console import err_console, escape
-
-    err_console.print(
-        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
