@@ -29,6 +29,7 @@ _EXPORTS = {
     "download_trial_file": "abaw.trials",
     "study_info": "abaw.trials",
     # training one configuration (abaw train)
+    "train_sweep": "abaw.train",
     "fit": "abaw.train",
     "TrainConfig": "abaw.train",
     "FitResult": "abaw.train",
@@ -36,6 +37,12 @@ _EXPORTS = {
     "run_sections": "abaw.train",
     "load_checkpoint": "abaw.checkpoint",
     "rebuild_model": "abaw.checkpoint",
+    # ensembling, submitting, reporting, the demo (abaw ensemble / submit / report / demo)
+    "build_ensemble": "abaw.ensemble",
+    "load_ensemble": "abaw.ensemble",
+    "validate": "abaw.submit",
+    "make_report": "abaw.report",
+    "run_demo": "abaw.demo",
     # tracks, sweeps, predictions
     "get_track": "abaw.track",
     "track_names": "abaw.track",

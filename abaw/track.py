@@ -17,6 +17,12 @@ The tuner keeps loaded data between trials with `DataCache`: a track says which
 settings decide what is read from disk (`data_key`), loads it (`load_data`) and
 builds a Task from data already in memory (`prepare(..., data=...)`), so a
 sampled `data.max_len` or `data.window` re-slices instead of re-reading files.
+
+The ensembler and the report ask the track, too: how to score plain arrays (`score_values`,
+and the fast `scorer` of the selection loops), how to halve devel for the honest estimate
+(`devel_halves`), which combination methods it allows (`ensemble_methods`), what
+post-processing to fit on devel (`postprocessor`, a `PostProcessor`), and which per-column
+scores and figures a report shows (`column_scores`, `report_figures`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from abaw.errors import ConfigError
 
 if TYPE_CHECKING:  # kept out of the import so `abaw --help` and `abaw synth` start fast
+    import numpy as np
     import torch
     from torch import nn
 
@@ -44,6 +51,8 @@ if TYPE_CHECKING:  # kept out of the import so `abaw --help` and `abaw synth` st
 TRACKS: dict[str, str] = {"eri": "abaw.eri.track", "expr": "abaw.expr.track"}
 
 Batch = dict[str, "torch.Tensor"]
+Keys = dict[str, "np.ndarray"]  # key column name -> one entry per row (`Predictions.keys`)
+Scorer = Callable[["np.ndarray"], float]  # values of the rows it was made for -> the metric
 
 
 def track_names() -> tuple[str, ...]:
@@ -111,6 +120,38 @@ class Task(Protocol):
 
 
 @runtime_checkable
+class PostProcessor(Protocol):
+    """Post-processing of ensembled values: fitted on labelled devel rows, applied to any rows.
+
+    Made unfitted by `Track.postprocessor`; `clone` gives an unfitted copy with the same
+    settings (the honest estimate refits it on each half of devel). `to_manifest` is the plain
+    `postprocess` entry of an ensemble's manifest; `from_manifest` rebuilds the fitted state.
+    """
+
+    notes: list[str]  # what fitting decided that a user should know
+
+    def fit(self, values: np.ndarray, labels: np.ndarray, keys: Keys) -> PostProcessor:
+        """Choose the post-processing on these labelled rows; returns self."""
+        ...
+
+    def apply(self, values: np.ndarray, keys: Keys) -> np.ndarray:
+        """The post-processed values of the rows `keys` (any rows of the track, any order)."""
+        ...
+
+    def clone(self) -> PostProcessor:
+        """An unfitted copy with the same settings."""
+        ...
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The fitted choices as plain JSON values ({} when there is nothing to choose)."""
+        ...
+
+    def from_manifest(self, entry: dict[str, Any]) -> PostProcessor:
+        """A fitted copy whose choices are `entry` (what `to_manifest` wrote)."""
+        ...
+
+
+@runtime_checkable
 class Track(Protocol):
     """What the shared stages need to know about a track."""
 
@@ -123,6 +164,10 @@ class Track(Protocol):
     submission_options: tuple[str, ...]  # keyword options of write_/validate_submission
     demo_variants: tuple[DemoVariant, ...]  # what `abaw demo` tunes for this track
     demo_share: float  # this track's share of the demo's tuning budget
+    title: str  # the name people use in messages, e.g. "ERI"
+    split_by: str  # what `devel_halves` keeps on one side: "sample" | "video"
+    ensemble_methods: tuple[str, ...]  # combination methods allowed, most recommended first
+    score_label: str  # the per-column score in reports, e.g. "Pearson r"
 
     def models(self) -> list[str]:
         """Names of the registered model variants."""
@@ -154,6 +199,41 @@ class Track(Protocol):
 
     def build_model(self, spec: dict[str, Any]) -> nn.Module:
         """Rebuild a model from a checkpoint's `model_spec` (the caller loads the weights)."""
+        ...
+
+    def cast_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Devel labels in the dtype the scorers take (e.g. class indices as int64)."""
+        ...
+
+    def score_values(
+        self, labels: np.ndarray, values: np.ndarray, columns: Sequence[str] | None = None
+    ) -> Score:
+        """The challenge metric of plain arrays (`columns` name the per-column breakdown)."""
+        ...
+
+    def scorer(self, labels: np.ndarray) -> Scorer:
+        """A fast scalar metric of values of these labelled rows (selection and grid loops)."""
+        ...
+
+    def devel_halves(self, keys: Keys, *, seed: int = 0) -> list[np.ndarray]:
+        """Two disjoint row sets covering devel, split by `split_by` (the honest estimate)."""
+        ...
+
+    def postprocessor(
+        self, *, columns: Sequence[str], enabled: bool = True, seed: int = 0
+    ) -> PostProcessor:
+        """The unfitted post-processing of ensembled values.
+
+        `enabled` False keeps only what is always applied (e.g. clipping to the label range).
+        """
+        ...
+
+    def column_scores(self, pred: Predictions) -> dict[str, float] | None:
+        """Per-column devel scores of labelled predictions; None when nothing can be scored."""
+        ...
+
+    def report_figures(self, pred: Predictions, out: Path, *, what: str) -> dict[str, Path]:
+        """The per-column figures of labelled devel predictions, as PNGs in `out` ({}: none)."""
         ...
 
     def synth(

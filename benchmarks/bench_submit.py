@@ -30,8 +30,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abaw.expr import CLASSES  # noqa: E402
+from abaw.expr.framelist import read_frame_list  # noqa: E402
 from abaw.expr.layout import TEST_FRAME_HEADER, TEST_FRAME_LIST, TEST_VIDEO_LIST  # noqa: E402
-from abaw.expr.submission import check_single, read_frame_list, write_submission  # noqa: E402
+from abaw.expr.submission import check_single, write_submission  # noqa: E402
 from abaw.predictions import Predictions  # noqa: E402
 
 

@@ -75,7 +75,7 @@ def evaluate(
             if best not in single_test:
                 mem = next(m for m in members if m.name == best)
                 single_test[best] = synthetic_test_score(track, truth, mem.load_test())
-            test = res.test if res.test is not None else stream_test(track, members, res.recipe)
+            test = res.test if res.test is not None else stream_test(track, members, res.pipeline)
             rows[-1]["test_best_single"] = single_test[best]
             rows[-1]["test_ensemble"] = synthetic_test_score(track, truth, test)
     return rows

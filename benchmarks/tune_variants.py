@@ -1,10 +1,11 @@
 """Sampler and pruner variants for `bench_tune.py --part efficiency --variant NAME`.
 
 The search-efficiency table in docs/benchmarks.md compares these against the default
-(`abaw.tune.make_sampler` / `make_pruner`). Each variant replaces the TPE sampler, the
-median pruner, or both, for the TPE + median run only; random search is unchanged. Two are
-prototypes that are not in `abaw`: a Latin-hypercube start-up design in front of TPE and
-Vizier's median stopping rule (running means). Neither beat the default, so neither moved.
+(`abaw.tune.make_sampler` / `make_pruner`; `variant` swaps them where the worker looks them
+up, in `abaw.tune.worker`). Each variant replaces the TPE sampler, the median pruner, or
+both, for the TPE + median run only; random search is unchanged. Two are prototypes that
+are not in `abaw`: a Latin-hypercube start-up design in front of TPE and Vizier's median
+stopping rule (running means). Neither beat the default, so neither moved.
 """
 
 from __future__ import annotations
@@ -161,8 +162,9 @@ VARIANTS: dict[str, tuple[Sampler, Pruner]] = {
 
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
-    """Within the block, `abaw.tune` builds TPE samplers and median pruners the variant's way."""
-    import abaw.tune as tune
+    """Within the block, `abaw tune`'s workers build TPE samplers and median pruners the
+    variant's way (in this process: run_study with jobs=1)."""
+    import abaw.tune.worker as tune
 
     if name not in VARIANTS:
         raise SystemExit(f"--variant {name!r}: expected one of {', '.join(VARIANTS)}")

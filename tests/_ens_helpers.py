@@ -89,7 +89,7 @@ def make_study(
         T.STUDY_METRIC, metric or ("mean_pearson" if track == "eri" else "macro_f1")
     )
     study.set_user_attr(T.STUDY_ARTIFACTS, str(art.resolve()))
-    from abaw.ensemble import score_values
+    from abaw.track import get_track
 
     keep = len(members) if keep is None else keep
     for i, (dev, test) in enumerate(members):
@@ -97,7 +97,7 @@ def make_study(
         trial.suggest_float("lr", 1e-4, 1e-2, log=True)
         tmp = runs / "tmp" / name / str(trial.number)
         tmp.mkdir(parents=True, exist_ok=True)
-        value = score_values(track, dev.labels, dev.values).value
+        value = get_track(track).score_values(dev.labels, dev.values).value
         if i < keep:
             for split, p in (("devel", dev), ("test", test)):
                 path = p.save(tmp / f"predictions-{split}.npz")

@@ -21,7 +21,7 @@ from abaw.findings import InspectReport
 from abaw.metrics import Score
 from abaw.predictions import Predictions
 from abaw.sweep import build_configs, load_sweep
-from abaw.track import TRACKS, DataCache, Task, Track, get_track, track_names
+from abaw.track import TRACKS, DataCache, PostProcessor, Task, Track, get_track, track_names
 from abaw.train import TrainConfig, run_sections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +113,83 @@ def test_task_satisfies_the_protocol(case):
     assert isinstance(task.summary(devel), list)
     rebuilt = track.build_model(task.model_spec)
     rebuilt.load_state_dict(net.state_dict())  # same architecture from the plain spec
+
+
+@pytest.fixture(scope="module")
+def devel(case) -> Predictions:
+    """Labelled devel predictions of an untrained model on the track's synthetic set."""
+    _, track, data, model, configs = case
+    task = track.prepare(data, model, configs, CPU)
+    torch.manual_seed(0)
+    net = task.build_model().eval()
+    with torch.no_grad():
+        return task.predict(net, "devel")
+
+
+def test_ensemble_members_of_the_track(case):
+    from abaw.ensemble import METHODS
+    from abaw.ensemble.recipes import check_method
+
+    _, track, *_ = case
+    assert isinstance(track.title, str) and isinstance(track.score_label, str)
+    assert isinstance(track.split_by, str) and track.split_by
+    assert track.ensemble_methods and set(track.ensemble_methods) <= set(METHODS)
+    for method in METHODS:
+        if method in track.ensemble_methods:
+            check_method(track, method)
+        else:
+            with pytest.raises(ConfigError, match=f"for {track.title}"):
+                check_method(track, method)
+
+
+def test_scorers_agree_with_the_metric(case, devel):
+    _, track, data, model, configs = case
+    labels = track.cast_labels(devel.labels)
+    full = track.score_values(labels, devel.values, devel.columns)
+    assert isinstance(full, Score) and set(full.per_column) == set(track.columns)
+    assert track.scorer(labels)(devel.values) == pytest.approx(full.value, abs=1e-12)
+    task = track.prepare(data, model, configs, CPU)
+    assert full.value == pytest.approx(task.score(devel).value, abs=1e-9)
+    assert track.column_scores(devel) == pytest.approx(full.per_column, abs=1e-12)
+    unlabelled = Predictions(track.name, "devel", devel.keys, devel.values, devel.columns)
+    assert track.column_scores(unlabelled) is None
+
+
+def test_devel_halves_are_disjoint_and_cover_devel(case, devel):
+    _, track, *_ = case
+    halves = track.devel_halves(devel.keys, seed=0)
+    assert len(halves) == 2 and all(len(h) > 0 for h in halves)
+    assert np.array_equal(np.sort(np.concatenate(halves)), np.arange(len(devel)))
+    again = track.devel_halves(devel.keys, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(halves, again, strict=True))
+    if track.split_by in devel.keys:  # e.g. "video": no video on both sides
+        col = devel.keys[track.split_by]
+        assert not set(col[halves[0]]) & set(col[halves[1]])
+
+
+def test_postprocessing_round_trips_through_its_manifest_entry(case, devel):
+    _, track, *_ = case
+    labels = track.cast_labels(devel.labels)
+    post = track.postprocessor(columns=devel.columns, seed=0)
+    assert isinstance(post, PostProcessor)
+    assert post.fit(devel.values, labels, devel.keys) is post
+    out = post.apply(devel.values, devel.keys)
+    assert out.shape == devel.values.shape and np.isfinite(out).all()
+    entry = json.loads(json.dumps(post.to_manifest()))  # plain JSON values
+    assert entry == post.to_manifest()
+    again = track.postprocessor(columns=devel.columns, seed=0).from_manifest(entry)
+    assert np.array_equal(again.apply(devel.values, devel.keys), out)
+    assert again.to_manifest() == entry
+    clone = post.clone()  # unfitted, same settings: refitting gives the same choices
+    assert clone.fit(devel.values, labels, devel.keys).to_manifest() == entry
+
+
+def test_report_figures_of_the_track(case, devel, tmp_path):
+    _, track, *_ = case
+    figures = track.report_figures(devel, tmp_path, what="contract")
+    assert "per_column" in figures and len(figures) >= 2
+    for path in figures.values():
+        assert path.parent == tmp_path and path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_package_exports_are_lazy_and_resolve():

@@ -22,16 +22,16 @@ from abaw.cli import main as cli
 from abaw.ensemble import (
     build_ensemble,
     collect_members,
-    devel_halves,
-    fit_offsets,
     greedy_counts,
     load_ensemble,
     prediction_files,
 )
 from abaw.eri import EMOTIONS
 from abaw.errors import AbawError, ConfigError
+from abaw.expr.postprocess import checked_offsets, fit_offsets
 from abaw.metrics import mean_pearson
 from abaw.predictions import Predictions
+from abaw.track import get_track
 
 IDS_DEV = np.array([f"[{i:05d}]" for i in range(240)])
 IDS_TEST = np.array([f"[{i:05d}]" for i in range(240, 340)])
@@ -188,9 +188,9 @@ def test_fit_offsets_fixes_a_biased_classifier():
 
 def test_devel_halves_by_video_are_disjoint():
     video, frame, _ = expr_labels(6, 50, 0)
-    a, b = devel_halves("expr", {"video": video, "frame": frame})
+    a, b = get_track("expr").devel_halves({"video": video, "frame": frame})
     assert not set(video[a]) & set(video[b]) and len(a) + len(b) == len(video)
-    a, b = devel_halves("eri", {"id": IDS_DEV})
+    a, b = get_track("eri").devel_halves({"id": IDS_DEV})
     assert not set(a) & set(b) and len(a) + len(b) == len(IDS_DEV)
 
 
@@ -260,6 +260,24 @@ def test_members_that_disagree_are_refused(tmp_path, break_it, needle):
     with pytest.raises(AbawError, match=needle):
         build_ensemble("eri", name="z", predictions=f, method="mean", runs=tmp_path / "r")
     assert not (tmp_path / "r" / "ensembles" / "z").exists()
+
+
+def test_align_to_names_the_first_repeated_row():
+    from abaw.ensemble import align_to
+
+    ref = {"id": np.array(["a", "b", "c", "d"])}
+
+    def pred(ids):
+        return Predictions("eri", "devel", {"id": np.array(ids)}, np.zeros((4, 7)), EMOTIONS)
+
+    with pytest.raises(AbawError, match="m: row b appears twice"):
+        align_to(pred(["b", "a", "b", "a"]), ref, "m")
+    with pytest.raises(AbawError, match="first member lists row a twice"):
+        align_to(pred(["a", "b", "c", "d"]), {"id": np.array(["a", "b", "a", "d"])}, "m")
+    with pytest.raises(AbawError, match=r"m: row x is not among .* \(2 such rows\)"):
+        align_to(pred(["x", "a", "y", "b"]), ref, "m")
+    out = align_to(pred(["d", "c", "b", "a"]), ref, "m")
+    assert out.keys["id"].tolist() == ["a", "b", "c", "d"]
 
 
 def test_member_files_and_missing_test_file(tmp_path):
@@ -338,8 +356,8 @@ def test_cli_ensemble_prints_table(eri_runs, capsys):
 
 
 def test_load_lean_equals_load_and_smoothing_any_order(tmp_path):
-    from abaw.ensemble import keys_sha256, load_lean, smooth_by_video
-    from abaw.expr.smoothing import smooth_predictions
+    from abaw.ensemble import keys_sha256, load_lean
+    from abaw.expr.smoothing import smooth_by_video, smooth_predictions
 
     dk = expr_labels(3, 20000, 0)  # large enough for memory-mapped arrays
     dev, _ = expr_pair(0, dk, dk)
@@ -411,8 +429,6 @@ def test_studies_across_two_storages(tmp_path):
 
 def test_class_offsets_stay_only_when_they_help_on_held_out_videos():
     """A real bias (class 3 always under-scored) is corrected; noise-fitting offsets are not kept."""
-    from abaw.ensemble import _checked_offsets
-
     rng = np.random.default_rng(0)
     n, videos = 4000, np.repeat([f"v{i}" for i in range(8)], 500)
     labels = rng.integers(0, 8, n)
@@ -421,7 +437,7 @@ def test_class_offsets_stay_only_when_they_help_on_held_out_videos():
     logits[:, 3] -= 3.0  # the model never predicts class 3: an offset fixes it everywhere
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     notes: list[str] = []
-    b = _checked_offsets(probs, labels, videos, 0, notes)
+    b = checked_offsets(probs, labels, videos, 0, notes)
     assert b[3] > 0 and "class offsets on" in notes[-1]
 
     # Each video shows mostly one class; offsets fitted on some videos learn their class mix,
@@ -432,5 +448,5 @@ def test_class_offsets_stay_only_when_they_help_on_held_out_videos():
     logits[np.arange(n), labels] += 0.5
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     notes = []
-    b = _checked_offsets(probs, labels, videos, 0, notes)
+    b = checked_offsets(probs, labels, videos, 0, notes)
     assert not np.any(b) and "class offsets off" in notes[-1]

@@ -1,4 +1,5 @@
-"""Tests for abaw/expr/data.py (loader, store, inspection) and the Expr bad-input catalogue."""
+"""Tests for the Expr data: abaw/expr/data.py and the modules behind it (loader, scan, store,
+inspection), and the Expr bad-input catalogue."""
 
 from __future__ import annotations
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from abaw.expr import CLASSES
-from abaw.expr.smoothing import SmoothingConfig, kernel, smooth_predictions, smooth_probs
+from abaw.expr.smoothing import (
+    SmoothingConfig,
+    kernel,
+    smooth_by_video,
+    smooth_predictions,
+    smooth_probs,
+)
 from abaw.predictions import Predictions
 
 
@@ -72,6 +78,23 @@ def test_predictions_smoothed_per_video_in_any_row_order():
     np.testing.assert_allclose(got.values, ref[perm], atol=1e-6)
     assert got.keys["video"].tolist() == videos[perm].tolist()
     assert got.meta["smoothing"] == {"kind": "moving", "width": 5}
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_smooth_by_video_equals_smooth_predictions(shuffle):
+    """The ensembler's per-video smoothing (no copy when rows are in order) in any row order."""
+    rng = np.random.default_rng(3)
+    videos = np.array(["a"] * 20 + ["b"] * 15 + ["c"] * 9)
+    frames = np.concatenate([np.arange(1, 21), np.arange(1, 16), np.arange(1, 10)])
+    probs = rng.dirichlet(np.ones(8), size=len(videos)).astype(np.float32)
+    perm = rng.permutation(len(videos)) if shuffle else np.arange(len(videos))
+    pred = Predictions(
+        "expr", "test", {"video": videos[perm], "frame": frames[perm]}, probs[perm], CLASSES
+    )
+    want = smooth_predictions(pred, kind="gaussian", width=9).values
+    got = smooth_by_video(pred.values, pred.keys["video"], pred.keys["frame"], "gaussian", 9)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert smooth_by_video(pred.values, videos, frames, "none", 9) is pred.values
 
 
 def test_config_rejects_bad_values():

@@ -277,6 +277,50 @@ def test_cli_expr_end_to_end_from_member_files(expr_data, tmp_path, capsys):
     assert man["postprocess"]["smoothing"] and man["submission"]["format"] == "single"
 
 
+def test_expr_prediction_rows_matched_to_the_frame_list(expr_data):
+    """Rows are aligned with the one matcher (abaw.predictions.match_rows): any order works,
+    a row predicted twice is an error even when the frame list lacks it, extras are left out."""
+    from abaw.expr.submission import frame_list, labels_for
+
+    fl = frame_list(expr_data)
+    pred = expr_pred(expr_data, shuffle=True)
+    labels, notes = labels_for(pred, fl)
+    rows = zip(pred.keys["video"].tolist(), pred.keys["frame"].tolist(), strict=True)
+    want = dict(zip(rows, pred.values.argmax(1).tolist(), strict=True))
+    assert (
+        labels.tolist() == [want[k] for k in zip(fl.video.tolist(), fl.frame.tolist(), strict=True)]
+        and notes == []
+    )
+    extra = {"video": np.array(["ghost", "ghost"]), "frame": np.array([1, 1])}
+    keys = {k: np.concatenate([pred.keys[k], extra[k]]) for k in pred.keys}
+    twice = Predictions("expr", "test", keys, np.vstack([pred.values, np.ones((2, 8))]), CLASSES)
+    with pytest.raises(SubmissionError, match="the predictions list ghost/00001 twice"):
+        labels_for(twice, fl)
+    once = twice.take(np.arange(len(twice) - 1))
+    assert np.array_equal(labels_for(once, fl)[0], labels)
+    assert labels_for(once, fl)[1] == ["1 predicted frame(s) are not in the frame list; left out"]
+
+
+def test_loader_and_submit_read_one_frame_list(expr_data, tmp_path):
+    """One parser: a list saved on Windows (BOM, \\r\\n, a trailing blank line) gives the
+    loader's test rows and submit's rows alike, in the list's order."""
+    import shutil
+
+    from abaw.expr.data import load_expr
+    from abaw.expr.layout import TEST_FRAME_LIST
+    from abaw.expr.submission import frame_list
+
+    data = tmp_path / "expr"
+    shutil.copytree(expr_data, data, ignore=shutil.ignore_patterns(".abaw_cache"))
+    lst = data / TEST_FRAME_LIST
+    lst.write_bytes(b"\xef\xbb\xbf" + lst.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    d = load_expr(data)
+    fl = frame_list(data)
+    tv, tf = d.test_order
+    assert np.array(d.videos)[tv].tolist() == fl.video.tolist()
+    assert tf.tolist() == fl.frame.tolist() and len(fl) > 0
+
+
 def test_submit_finds_the_frame_list_where_the_loader_does(expr_data, tmp_path):
     """One search for the test lists: a list in a `*test*` subfolder (ABAW6 ships
     `test_set_examples/`; teams rename it) is found by submit as by the loader, and two

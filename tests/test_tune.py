@@ -233,7 +233,7 @@ def test_pruned_trials_count_as_finished_and_keep_no_files(eri, tmp_path, monkey
         def prune(self, study, trial):
             return len(trial.intermediate_values) >= 2 and trial.number > 0
 
-    monkeypatch.setattr("abaw.tune.make_pruner", lambda name, epochs: PruneAfterTwo())
+    monkeypatch.setattr("abaw.tune.worker.make_pruner", lambda name, epochs: PruneAfterTwo())
     runs = tmp_path / "runs"
     study = run_study(_sweep(tmp_path, epochs=4), eri, trials=3, runs=runs, show_progress=False)
     states = [t.state for t in study.trials]
@@ -380,6 +380,7 @@ def test_a_trial_no_worker_claimed_is_failed_after_a_while(eri, tmp_path, monkey
     """A worker killed between `ask` and recording itself leaves a RUNNING trial with no
     owner; without this rule a resumed study would wait for it for good."""
     import abaw.tune
+    import abaw.tune.recovery
 
     runs, sweep = tmp_path / "runs", _sweep(tmp_path)
     run_study(sweep, eri, trials=1, runs=runs, show_progress=False)
@@ -388,7 +389,7 @@ def test_a_trial_no_worker_claimed_is_failed_after_a_while(eri, tmp_path, monkey
     store = abaw.tune.AtomicArtifactStore(runs / "artifacts")
     assert abaw.tune.recover_stale(study, store) == [], "a just-asked trial is left alone"
 
-    monkeypatch.setattr(abaw.tune, "UNCLAIMED_S", 0)
+    monkeypatch.setattr(abaw.tune.recovery, "UNCLAIMED_S", 0)  # where recover_stale reads it
     study = run_study(sweep, eri, trials=2, runs=runs, show_progress=False, timeout=120)
     assert [t.state for t in study.trials] == [
         TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE
@@ -403,9 +404,12 @@ def test_a_silent_worker_on_another_machine_is_failed_by_the_heartbeat(
     twice the interval is failed and retried with its parameters (1 s interval here)."""
     import functools
 
-    import abaw.tune
+    import abaw.tune.study
+    import abaw.tune.worker
+    from abaw.tune.recovery import OWNER_ATTR, storage_of, trial_id
 
-    monkeypatch.setattr(abaw.tune, "open_storage", functools.partial(open_storage, heartbeat=1))
+    for module in (abaw.tune.study, abaw.tune.worker):  # where run_study and its worker open it
+        monkeypatch.setattr(module, "open_storage", functools.partial(open_storage, heartbeat=1))
     name = f"hb-{uuid.uuid4().hex[:8]}"
     sweep, runs = _sweep(tmp_path, name=name), tmp_path / "runs"
     run_study(sweep, eri, trials=1, storage=postgres_url, runs=runs, show_progress=False)
@@ -418,8 +422,8 @@ def test_a_silent_worker_on_another_machine_is_failed_by_the_heartbeat(
     }
     remote.report(0.1, 1)
     owner = {"host": "another-machine", "pid": 4242, "start": None}
-    study._storage.set_trial_system_attr(remote._trial_id, abaw.tune.OWNER_ATTR, owner)
-    study._storage.record_heartbeat(remote._trial_id)
+    storage_of(study).set_trial_system_attr(trial_id(remote), OWNER_ATTR, owner)
+    storage_of(study).record_heartbeat(trial_id(remote))
     time.sleep(2.5)  # > grace period (2 x 1 s)
 
     study = run_study(

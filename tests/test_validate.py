@@ -407,7 +407,7 @@ def test_frame_list_fast_parser_agrees_with_pandas(tmp_path):
     import numpy as np
 
     from abaw.errors import DataError
-    from abaw.expr.submission import _parse_fast, _parse_pandas, read_frame_list
+    from abaw.expr.framelist import _parse_fast, _parse_pandas, read_frame_list
 
     rows = [
         f"{v}/{f:0{5 if f < 10**5 else 6}d}.jpg,"
@@ -416,11 +416,14 @@ def test_frame_list_fast_parser_agrees_with_pandas(tmp_path):
     ]
     raw = ("image_location," + CLS + "\n" + "\n".join(rows) + "\n").encode()
     fast = _parse_fast(raw)
-    slow = _parse_pandas(tmp_path / "x", raw)
-    assert fast is not None
+    found: list[DataError] = []
+    slow = _parse_pandas(tmp_path / "x", raw, found.append)
+    assert fast is not None and found == []
     assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
     assert bytes(fast[2]).decode().split("\n")[:-1] == list(slow[2])
+    assert slow[3].tolist() == list(range(2, 2 + len(rows)))  # line numbers: header = line 1
     assert _parse_fast(raw.replace(b"\n", b"\r\n")) is None  # unusual: the pandas parser decides
+    assert _parse_fast(raw.replace(b"\nc/", b"\n\tc/")) is None  # pandas strips the tab
     bad = tmp_path / "bad.txt"
     bad.write_text("image_location\nvid/00001.jpg,\nvid/00002.png,\n")
     with pytest.raises(DataError, match="line 3"):
@@ -429,6 +432,27 @@ def test_frame_list_fast_parser_agrees_with_pandas(tmp_path):
     dup.write_text("vid/00001.jpg,\nvid/00001.jpg,\n")
     with pytest.raises(DataError, match="twice"):
         read_frame_list(dup)
+
+
+def test_frame_list_problems_collected_and_bad_rows_left_out(tmp_path):
+    """`abaw inspect` hands the parser a collector: every problem is listed (each with its
+    line), and the rows that remain are the valid ones."""
+    from abaw.expr.framelist import read_frame_list
+
+    f = tmp_path / "f.txt"
+    f.write_text(
+        "image_location\nvid/00001.jpg,\nvid/00002.png,\n../x/00001.jpg,\nvid/00000.jpg,\n"
+        "vid/00001.jpg,\nw/00003.jpg,\n"
+    )
+    found = []
+    fl = read_frame_list(f, report=found.append)
+    assert [(e.problem, e.row) for e in found] == [
+        ("malformed test frame row", 3),
+        ("video name '../x' is not a plain file name (no '/', '\\\\', '..' or empty)", 4),
+        ("frame number below 1", 5),
+        ("frame listed twice", None),
+    ]
+    assert fl.locs.tolist() == ["vid/00001.jpg", "w/00003.jpg"] and fl.videos == ["vid", "w"]
 
 
 @pytest.mark.parametrize(
@@ -441,7 +465,7 @@ def test_frame_list_fast_parser_agrees_with_pandas(tmp_path):
     ids=["commas", "bare, no final newline", "long tails, trailing blank"],
 )
 def test_frame_list_fast_parser_row_shapes(body):
-    from abaw.expr.submission import _parse_fast
+    from abaw.expr.framelist import _parse_fast
 
     video, frame, blob = _parse_fast(body.encode())
     assert video.tolist() == ["a", "b"] and frame.tolist() == [1, 2]

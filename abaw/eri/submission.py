@@ -99,34 +99,54 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     lines, probs = text_lines(raw, file)
     if not lines:
         return probs
-    want = HEADER.split(",")
-    head = lines[0].split(",")
-    exp_bare = bare(expected)
-    first_row = 1
-    drop_first = False
-    if head != want:
-        layout, drop_first = header_layout_problem(head, want, file)
-        if layout is not None:
-            probs.append(layout)
-        elif head and bare(np.array([head[0]]))[0] in set(exp_bare):
-            probs.append(Problem(1, f"missing header: the first line must be {HEADER!r}", file))
-            first_row = 0
-        else:
-            probs.append(
-                Problem(1, f"wrong header: expected {HEADER!r}, found {lines[0][:200]!r}", file)
-            )
+    first_row, drop_first = _check_header(lines, expected, file, probs)
     body = pd.Series(lines[first_row:], dtype=str)
     rownum = np.arange(len(body)) + first_row + 1
     if len(body) == 0:
         probs.append(Problem(None, f"no data rows ({len(expected)} test IDs expected)", file))
         return probs
+    parts, rows = _fields(body, rownum, drop_first, file, probs)
+    _check_values(parts, rows, file, probs)
+    _check_ids(parts[0].to_numpy(dtype=str), rows, expected, file, probs)
+    return probs
+
+
+def _check_header(
+    lines: list[str], expected: np.ndarray, file: str, probs: list[Problem]
+) -> tuple[int, bool]:
+    """(index of the first data line, whether a leading index column is to be dropped)."""
+    want = HEADER.split(",")
+    head = lines[0].split(",")
+    if head == want:
+        return 1, False
+    layout, drop_first = header_layout_problem(head, want, file)
+    if layout is not None:
+        probs.append(layout)
+    elif head and bare(np.array([head[0]]))[0] in set(bare(expected)):
+        probs.append(Problem(1, f"missing header: the first line must be {HEADER!r}", file))
+        return 0, drop_first
+    else:
+        probs.append(
+            Problem(1, f"wrong header: expected {HEADER!r}, found {lines[0][:200]!r}", file)
+        )
+    return 1, drop_first
+
+
+def _fields(
+    body: pd.Series, rownum: np.ndarray, drop_first: bool, file: str, probs: list[Problem]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The fields of the rows that have exactly File_ID and 7 values, and those rows' numbers.
+
+    Empty rows and rows with another field count are reported.
+    """
+    n = len(HEADER.split(","))
     parts = body.str.split(",", expand=True, regex=False)
     if drop_first:
         parts = parts.iloc[:, 1:]
         parts.columns = range(parts.shape[1])
-    parts = parts.reindex(columns=range(max(parts.shape[1], len(want))))
+    parts = parts.reindex(columns=range(max(parts.shape[1], n)))
     nfields = parts.notna().sum(axis=1).to_numpy()
-    good = nfields == len(want)
+    good = nfields == n
     empty = (body.str.strip() == "").to_numpy()
     add_rows(probs, rownum[empty], "empty row", file)
     bad = ~good & ~empty
@@ -135,13 +155,14 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
         add_rows(
             probs,
             rownum[bad],
-            lambda i: f"expected {len(want)} fields (File_ID and 7 values), found {nf[i]}",
+            lambda i: f"expected {n} fields (File_ID and 7 values), found {nf[i]}",
             file,
         )
-    parts = parts.loc[good, list(range(len(want)))].astype(str)
-    rows = rownum[good]
-    ids = parts[0].to_numpy(dtype=str)
-    # Values: parse, then NaN / inf / range.
+    return parts.loc[good, list(range(n))].astype(str), rownum[good]
+
+
+def _check_values(parts: pd.DataFrame, rows: np.ndarray, file: str, probs: list[Problem]) -> None:
+    """Values: parse, then NaN / inf / range."""
     for j, col in enumerate(EMOTIONS, start=1):
         text = parts[j].str.strip()
         num = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
@@ -164,7 +185,12 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
         add_rows(
             probs, rows[out], lambda i, v=v, col=col: f"{col}: {v[i]:g} is outside [0, 1]", file
         )
-    # IDs: path separators, spelling, unknown, duplicated, missing.
+
+
+def _check_ids(
+    ids: np.ndarray, rows: np.ndarray, expected: np.ndarray, file: str, probs: list[Problem]
+) -> None:
+    """IDs: path separators, spelling, unknown, duplicated, missing."""
     sep = np.char.find(ids, "/") >= 0
     sep |= np.char.find(ids, "\\") >= 0
     sep |= np.char.find(ids, "..") >= 0
@@ -174,9 +200,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
         lambda i, s=ids[sep]: f"File_ID {str(s[i])!r} contains a path separator or '..'",
         file,
     )
-    b = bare(ids)
-    index = pd.Index(exp_bare)
-    pos = index.get_indexer(b)
+    pos = pd.Index(bare(expected)).get_indexer(bare(ids))
     unknown = (pos < 0) & ~sep
     add_rows(
         probs,
@@ -187,7 +211,7 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
     known = pos >= 0
     dup = pd.Series(pos).where(known).duplicated(keep="first").to_numpy() & known
     if dup.any():
-        first_at = {}
+        first_at: dict[int, int] = {}
         for p, r in zip(pos[known], rows[known], strict=True):
             first_at.setdefault(int(p), int(r))
         dpos = pos[dup]
@@ -223,7 +247,6 @@ def check_csv(raw: bytes, file: str, expected: np.ndarray) -> list[Problem]:
                 1,
             )
         )
-    return probs
 
 
 def validate_submission(path: Path, data: Path) -> list[Problem]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -280,15 +281,75 @@ def write_eri(
     if layout not in ("muse", "abaw5"):
         raise ValueError(f"unknown layout {layout!r}; choose 'muse' or 'abaw5'")
     sc, p = resolve_difficulty(scale, difficulty)
-    features = list(features) if features else list(sc.features)
-    unknown = [f for f in features if f not in FEATURE_SETS]
+    names = list(features) if features else list(sc.features)
+    unknown = [f for f in names if f not in FEATURE_SETS]
     if unknown:
         raise ValueError(f"unknown feature set(s) {unknown}; synth knows {sorted(FEATURE_SETS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
     split = _splits(sc)
+    lat = _latents(len(split), seed, p)
+    lengths, present = _sample_shapes(sc, split, seed)
+    y, expected = _labels(lat, seed, p)
+    ids_bare = [f"{i:05d}" for i in range(len(split))]
+    feat_dir = folder / ("feats" if layout == "muse" else "features")
+    bracket = (lambda i: f"[{i:05d}]") if layout == "muse" else (lambda i: f"{i:05d}")
+    for name in names:
+        (feat_dir / name).mkdir(parents=True, exist_ok=True)
+    _write_tables(folder, layout, ids_bare, split, y, seed)
+    _write_hidden_test_labels(folder, layout, ids_bare, split, y)
     n = len(split)
-    lat = _latents(n, seed, p)
+    jobs = (
+        delayed(_write_chunk)(
+            folder, feat_dir, s, min(s + CHUNK, n), lat, lengths, present, names, seed, p, bracket
+        )
+        for s in range(0, n, CHUNK)
+    )
+    total = _run_chunks(jobs, n, f"synth ERI {scale}", n_jobs, show_progress)
+    oracle = {
+        "track": "eri",
+        "seed": seed,
+        "scale": scale,
+        "difficulty": difficulty,
+        "layout": layout,
+        "features": names,
+        **{s: _ceiling(y[split == s], expected[split == s]) for s in ("devel", "test")},
+        "counts": {s: int((split == s).sum()) for s in ("train", "devel", "test")},
+        "sequence_lengths": {"audio": list(sc.audio_len), "visual": list(sc.visual_len)},
+        "missing": {m: [ids_bare[i] for i in np.flatnonzero(~present[m])] for m in present},
+        "params": asdict(p),
+        "bytes_written": total,
+    }
+    with atomic_open(folder / "oracle.json") as fh:
+        json.dump(oracle, fh, indent=2)
+    return oracle
+
+
+def _run_chunks(
+    jobs: Iterable[tuple], n: int, title: str, n_jobs: int, show_progress: bool | None
+) -> int:
+    """Run the chunk writers (CHUNK samples each) in parallel, with a progress bar; bytes written."""
+    total = 0
+    with progress(disable=None if show_progress is None else not show_progress) as bar:
+        task = bar.add_task(title, total=n)
+        runner = Parallel(n_jobs=n_jobs, return_as="generator")
+        for s, nbytes in zip(range(0, n, CHUNK), runner(jobs), strict=True):
+            total += nbytes
+            bar.update(task, advance=min(CHUNK, n - s), info=f"{total / 1e9:.2f} GB")
+    return total
+
+
+def _ceiling(y: np.ndarray, expected: np.ndarray) -> dict:
+    """The oracle's score on one split: mean Pearson of E[y | latent] against y."""
+    score = mean_pearson(y, expected, EMOTIONS)
+    return {"mean_pearson": score.value, "per_emotion": score.per_column}
+
+
+def _sample_shapes(
+    sc: Scale, split: np.ndarray, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sequence length per sample and modality, and which samples miss a modality's files."""
+    n = len(split)
     r = _rng(seed, "layout")
     lengths = {
         "audio": r.integers(sc.audio_len[0], sc.audio_len[1] + 1, n),
@@ -301,8 +362,15 @@ def write_eri(
     test_missing = r.choice(idx["test"], sc.n_missing_test, replace=False)
     for k, i in enumerate(test_missing):
         present["visual" if k % 2 == 0 else "audio"][i] = False
+    return lengths, present
 
-    # Labels, rounded to what the CSV holds so the oracle scores the written file.
+
+def _labels(lat: dict[str, np.ndarray], seed: int, p: Params) -> tuple[np.ndarray, np.ndarray]:
+    """(written labels, E[labels | latent]): the oracle scores the second against the first.
+
+    Labels are rounded to what the CSV holds so the oracle scores the written file; the
+    expectation integrates the label noise out by Monte Carlo.
+    """
     logits = _label_logits(lat, seed)
     noise = p.label_noise * _rng(seed, "labelnoise").standard_normal(logits.shape)
     y = np.round(_maxnorm(_softplus(logits + noise)), 6)
@@ -312,50 +380,7 @@ def write_eri(
         eps = p.label_noise * mc.standard_normal((32,) + logits.shape)
         expected += _maxnorm(_softplus(logits[None] + eps)).sum(0)
     expected /= p.oracle_draws // 32 * 32
-
-    ids_bare = [f"{i:05d}" for i in range(n)]
-    feat_dir = out / ("feats" if layout == "muse" else "features")
-    bracket = (lambda i: f"[{i:05d}]") if layout == "muse" else (lambda i: f"{i:05d}")
-    for name in features:
-        (feat_dir / name).mkdir(parents=True, exist_ok=True)
-    _write_tables(out, layout, ids_bare, split, y, seed)
-    _write_hidden_test_labels(out, layout, ids_bare, split, y)
-
-    starts = list(range(0, n, CHUNK))
-    jobs = (
-        delayed(_write_chunk)(
-            out, feat_dir, s, min(s + CHUNK, n), lat, lengths, present, features, seed, p, bracket
-        )
-        for s in starts
-    )
-    total = 0
-    with progress(disable=None if show_progress is None else not show_progress) as bar:
-        task = bar.add_task(f"synth ERI {scale}", total=n)
-        runner = Parallel(n_jobs=n_jobs, return_as="generator")
-        for s, nbytes in zip(starts, runner(jobs), strict=True):
-            total += nbytes
-            bar.update(task, advance=min(CHUNK, n - s), info=f"{total / 1e9:.2f} GB")
-
-    oracle = {
-        "track": "eri",
-        "seed": seed,
-        "scale": scale,
-        "difficulty": difficulty,
-        "layout": layout,
-        "features": features,
-    }
-    for s in ("devel", "test"):
-        sel = idx[s]
-        score = mean_pearson(y[sel], expected[sel], EMOTIONS)
-        oracle[s] = {"mean_pearson": score.value, "per_emotion": score.per_column}
-    oracle["counts"] = {s: int(len(v)) for s, v in idx.items()}
-    oracle["sequence_lengths"] = {"audio": list(sc.audio_len), "visual": list(sc.visual_len)}
-    oracle["missing"] = {m: [ids_bare[i] for i in np.flatnonzero(~present[m])] for m in present}
-    oracle["params"] = asdict(p)
-    oracle["bytes_written"] = total
-    with atomic_open(out / "oracle.json") as fh:
-        json.dump(oracle, fh, indent=2)
-    return oracle
+    return y, expected
 
 
 def _write_hidden_test_labels(

@@ -6,6 +6,7 @@ names the table, line and column (collected instead of raised for `abaw inspect`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,118 +65,143 @@ def detect_layout(root: Path) -> str:
     )
 
 
+@dataclass
+class _Rows:
+    """The sample rows of a layout's tables: IDs, splits, raw label cells, line numbers."""
+
+    table: Path  # the table the labels come from (for messages)
+    ids: list[str] = field(default_factory=list)
+    split: list[str] = field(default_factory=list)
+    raw: list[list[str]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    meta: pd.DataFrame | None = None
+
+
 def read_tables(
     root: Path,
     layout: str,
     problems: list[DataError] | None = None,
     *,
     notes: list[str] | None = None,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame | None]:
     """IDs, splits, labels and metadata from the layout's tables.
 
     Returns (ids, split, labels, meta). `notes` collects what was handled by policy
     (e.g. non-UTF-8 bytes in an unused metadata column).
     """
-    if layout == "muse":
-        lab_path, part_path = root / "labels.csv", root / "partition.csv"
-        _, lab_rows = read_table(lab_path, ["File_ID", *EMOTIONS])
-        _check_ids(lab_path, lab_rows, problems)
-        _, part_rows = read_table(part_path, ["Id", "Partition"])
-        part: dict[str, str] = {}
-        for lineno, (pid, value) in enumerate(part_rows, start=2):
-            if pid in part:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "duplicated ID",
-                        row=lineno,
-                        column="Id",
-                        expected="each ID once",
-                        found=f"{pid!r} again",
-                    ),
-                )
-            if value not in SPLITS:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "unknown partition",
-                        row=lineno,
-                        column="Partition",
-                        expected="train, devel or test",
-                        found=repr(value),
-                    ),
-                )
-            part[pid] = value
-        ids, split, raw, lines = [], [], [], []
-        for lineno, row in enumerate(lab_rows, start=2):
-            if row[0] not in part:
-                _report(
-                    problems,
-                    DataError(
-                        lab_path,
-                        "ID not in partition.csv",
-                        row=lineno,
-                        column="File_ID",
-                        expected="an ID listed in partition.csv",
-                        found=repr(row[0]),
-                    ),
-                )
-                continue
-            ids.append(row[0])
-            split.append(part[row[0]])
-            raw.append(row[1:])
-            lines.append(lineno)
-        known = {r[0] for r in lab_rows}
-        for lineno, (pid, _) in enumerate(part_rows, start=2):
-            if pid not in known:
-                _report(
-                    problems,
-                    DataError(
-                        part_path,
-                        "ID not in labels.csv",
-                        row=lineno,
-                        column="Id",
-                        expected="an ID listed in labels.csv",
-                        found=repr(pid),
-                    ),
-                )
-        meta = None
-        table = lab_path
-    else:
-        table = root / "data_info.csv"
-        header, rows = read_table(
-            table, ["File_ID", "Split", *EMOTIONS], prefix_only=True, notes=notes
-        )
-        _check_ids(table, rows, problems)
-        ids, split, raw, lines, extra = [], [], [], [], []
-        for lineno, row in enumerate(rows, start=2):
-            if row[1] not in _ABAW5_SPLITS:
-                _report(
-                    problems,
-                    DataError(
-                        table,
-                        "unknown split",
-                        row=lineno,
-                        column="Split",
-                        expected="Train, Val or Test",
-                        found=repr(row[1]),
-                    ),
-                )
-                continue
-            ids.append(row[0])
-            split.append(_ABAW5_SPLITS[row[1]])
-            raw.append(row[2 : 2 + len(EMOTIONS)])
-            extra.append(row[2 + len(EMOTIONS) :])
-            lines.append(lineno)
-        cols = header[2 + len(EMOTIONS) :]
-        meta = pd.DataFrame(extra, columns=cols) if cols else None
-        if meta is not None and "Age" in meta:
-            meta["Age"] = pd.to_numeric(meta["Age"], errors="coerce")
-    labels = _parse_labels(table, raw, split, lines, problems)
-    _check_one_file_per_id(table, ids, split, lines, problems)
-    return np.array(ids, dtype=str), np.array(split, dtype=str), labels, meta
+    rows = _read_muse(root, problems) if layout == "muse" else _read_abaw5(root, problems, notes)
+    labels = _parse_labels(rows.table, rows.raw, rows.split, rows.lines, problems)
+    _check_one_file_per_id(rows.table, rows.ids, rows.split, rows.lines, problems)
+    return np.array(rows.ids, dtype=str), np.array(rows.split, dtype=str), labels, rows.meta
+
+
+def _read_muse(root: Path, problems: list[DataError] | None) -> _Rows:
+    """labels.csv joined with partition.csv; an ID in only one of them is a problem."""
+    lab_path, part_path = root / "labels.csv", root / "partition.csv"
+    _, lab_rows = read_table(lab_path, ["File_ID", *EMOTIONS])
+    _check_ids(lab_path, lab_rows, problems)
+    _, part_rows = read_table(part_path, ["Id", "Partition"])
+    part = _read_partition(part_path, part_rows, problems)
+    out = _Rows(lab_path)
+    for lineno, row in enumerate(lab_rows, start=2):
+        if row[0] not in part:
+            _report(
+                problems,
+                DataError(
+                    lab_path,
+                    "ID not in partition.csv",
+                    row=lineno,
+                    column="File_ID",
+                    expected="an ID listed in partition.csv",
+                    found=repr(row[0]),
+                ),
+            )
+            continue
+        out.ids.append(row[0])
+        out.split.append(part[row[0]])
+        out.raw.append(row[1:])
+        out.lines.append(lineno)
+    known = {r[0] for r in lab_rows}
+    for lineno, (pid, _) in enumerate(part_rows, start=2):
+        if pid not in known:
+            _report(
+                problems,
+                DataError(
+                    part_path,
+                    "ID not in labels.csv",
+                    row=lineno,
+                    column="Id",
+                    expected="an ID listed in labels.csv",
+                    found=repr(pid),
+                ),
+            )
+    return out
+
+
+def _read_partition(
+    part_path: Path, part_rows: list[list[str]], problems: list[DataError] | None
+) -> dict[str, str]:
+    """partition.csv as ID -> split; a repeated ID or an unknown partition is a problem."""
+    part: dict[str, str] = {}
+    for lineno, (pid, value) in enumerate(part_rows, start=2):
+        if pid in part:
+            _report(
+                problems,
+                DataError(
+                    part_path,
+                    "duplicated ID",
+                    row=lineno,
+                    column="Id",
+                    expected="each ID once",
+                    found=f"{pid!r} again",
+                ),
+            )
+        if value not in SPLITS:
+            _report(
+                problems,
+                DataError(
+                    part_path,
+                    "unknown partition",
+                    row=lineno,
+                    column="Partition",
+                    expected="train, devel or test",
+                    found=repr(value),
+                ),
+            )
+        part[pid] = value
+    return part
+
+
+def _read_abaw5(root: Path, problems: list[DataError] | None, notes: list[str] | None) -> _Rows:
+    """data_info.csv: ID, split, the 7 labels, then metadata columns (Age, Country, ...)."""
+    table = root / "data_info.csv"
+    header, rows = read_table(table, ["File_ID", "Split", *EMOTIONS], prefix_only=True, notes=notes)
+    _check_ids(table, rows, problems)
+    out, extra = _Rows(table), []
+    for lineno, row in enumerate(rows, start=2):
+        if row[1] not in _ABAW5_SPLITS:
+            _report(
+                problems,
+                DataError(
+                    table,
+                    "unknown split",
+                    row=lineno,
+                    column="Split",
+                    expected="Train, Val or Test",
+                    found=repr(row[1]),
+                ),
+            )
+            continue
+        out.ids.append(row[0])
+        out.split.append(_ABAW5_SPLITS[row[1]])
+        out.raw.append(row[2 : 2 + len(EMOTIONS)])
+        extra.append(row[2 + len(EMOTIONS) :])
+        out.lines.append(lineno)
+    cols = header[2 + len(EMOTIONS) :]
+    out.meta = pd.DataFrame(extra, columns=cols) if cols else None
+    if out.meta is not None and "Age" in out.meta:
+        out.meta["Age"] = pd.to_numeric(out.meta["Age"], errors="coerce")
+    return out
 
 
 def _check_one_file_per_id(table: Path, ids, split, lines, problems) -> None:

@@ -1,12 +1,14 @@
 """The ERI track as the shared machinery sees it (`abaw.track.Track`).
 
 Names, metric and model variants, reading the data, and the hooks every stage asks of a
-track: synth, inspect, submission, demo. The training task itself (configs, data on the
+track: synth, inspect, submission, demo, ensemble (scoring, devel halves, post-processing)
+and report (per-emotion scores and figures). The training task itself (configs, data on the
 device, loss, predictions, score) is in `abaw/eri/task.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from torch import nn
 
 from abaw.eri import EMOTIONS
 from abaw.eri import models as eri_models
+from abaw.eri.postprocess import ClipPostprocess
 from abaw.eri.task import (  # noqa: F401  (re-exported: their home before abaw.eri.task)
     EriDataConfig,
     EriLossConfig,
@@ -25,10 +28,10 @@ from abaw.eri.task import (  # noqa: F401  (re-exported: their home before abaw.
     gather_index,
 )
 from abaw.errors import ConfigError
-from abaw.metrics import mean_pearson
+from abaw.metrics import Score, mean_pearson
 from abaw.predictions import Predictions
 from abaw.problems import Problem
-from abaw.track import DemoVariant, Written
+from abaw.track import DemoVariant, Keys, Scorer, Written
 
 # What `abaw demo` tunes: the recommended fusion (masked-mean read-out, width 32 so a trial
 # takes seconds) and a different model on the same features as the ensemble's second
@@ -57,6 +60,10 @@ class EriTrack:
     submission_options = ("id_style",)  # "as-data" | "bracketed" | "bare"
     demo_variants = DEMO_VARIANTS
     demo_share = 0.4  # ERI trials are faster than Expr's (no per-frame windows)
+    title = "ERI"
+    split_by = "sample"  # samples are independent: devel halves are random samples
+    ensemble_methods = ("greedy", "stack", "mean")
+    score_label = "Pearson r"
 
     def models(self) -> list[str]:
         """Registered model variants."""
@@ -163,6 +170,49 @@ class EriTrack:
         return eri_models.build_model(
             spec["name"], spec["cfg"], dims=spec["dims"], seq_len=spec["seq_len"]
         )
+
+    def cast_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Intensities as they are (float; NaN where a label is missing)."""
+        return labels
+
+    def score_values(
+        self, labels: np.ndarray, values: np.ndarray, columns: Sequence[str] | None = None
+    ) -> Score:
+        """Mean Pearson over the emotions."""
+        return mean_pearson(labels, values, columns)
+
+    def scorer(self, labels: np.ndarray) -> Scorer:
+        """Mean Pearson of values of these rows (already fast: one pass over the columns)."""
+        return lambda values: mean_pearson(labels, values).value
+
+    def devel_halves(self, keys: Keys, *, seed: int = 0) -> list[np.ndarray]:
+        """Two random halves of the devel samples (sorted row indices)."""
+        rng = np.random.default_rng(seed)
+        n = len(next(iter(keys.values())))
+        perm = rng.permutation(n)
+        return [np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])]
+
+    def postprocessor(
+        self, *, columns: Sequence[str], enabled: bool = True, seed: int = 0
+    ) -> ClipPostprocess:
+        """Clipping to [0, 1], whatever `enabled` says (nothing is chosen on devel)."""
+        return ClipPostprocess()
+
+    def column_scores(self, pred: Predictions) -> dict[str, float] | None:
+        """Pearson r per emotion over the samples with every label (None below 2 of them)."""
+        if pred.labels is None:
+            return None
+        ok = np.isfinite(pred.labels).all(axis=1)
+        if ok.sum() < 2:
+            return None
+        return self.score_values(pred.labels[ok], pred.values[ok], pred.columns).per_column
+
+    def report_figures(self, pred: Predictions, out: Path, *, what: str) -> dict[str, Path]:
+        """Pearson r per emotion and the predicted-vs-true scatter ({} without labels)."""
+        from abaw.eri.figures import devel_figures
+
+        per = self.column_scores(pred)
+        return {} if per is None else devel_figures(pred, per, out, what)
 
     def write_submission(
         self, pred: Predictions, data: Path, folder: Path, *, id_style: str = "as-data"

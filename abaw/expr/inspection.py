@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from abaw.errors import DataError
+from abaw.expr.features import read_features
 from abaw.expr.layout import CLASSES, NUM_CLASSES
+from abaw.expr.loader import ExprData, load_expr
 from abaw.expr.scan import (
     Layout,
     Problems,
     find_expr_root,
     no_test_list_warning,
-    read_features,
     scan_layout,
 )
 from abaw.findings import InspectReport, Section
@@ -45,7 +46,7 @@ def _missing_by_reading(layout: Layout, pr: Problems) -> dict[str, tuple[int, in
     return {s: (a, b) for s, (a, b) in out.items()}
 
 
-def _missing_from_store(data) -> dict[str, tuple[int, int]]:
+def _missing_from_store(data: ExprData) -> dict[str, tuple[int, int]]:
     fs = data.frame_split()
     out = {}
     for s in ("train", "devel"):
@@ -66,46 +67,22 @@ def inspect_expr(
     test_videos: str | Path | None = None,
 ) -> InspectReport:
     """Build the InspectReport for an Expr data folder."""
-    from abaw.expr.data import load_expr
-
-    root, note = find_expr_root(Path(root))
-    report = InspectReport("expr", root)
+    found, note = find_expr_root(Path(root))
+    report = InspectReport("expr", found)
     pr = Problems(collect=True)
     lists = {"test_frames": test_frames, "test_videos": test_videos}
-    if features:
-        features = sorted(set(features))
+    chosen = sorted(set(features)) if features else features
     try:
-        layout = scan_layout(root, features, pr, **lists)
+        layout = scan_layout(found, chosen, pr, **lists)
     except DataError as e:  # nothing further can be read
         report.problems.append(str(e))
         return report
-    split = np.array(layout.split)
-    frames = {
-        s: sum(len(lab) for lab, sp in zip(layout.labels, layout.split, strict=True) if sp == s)
-        for s in _SPLITS
-    }
-    report.summary = {
-        "annotation folder": layout.annotation_dir,
-        **{f"videos ({s})": int((split == s).sum()) for s in _SPLITS},
-        **{f"frames ({s})": frames[s] for s in _SPLITS},
-        "annotated frames": int(sum(int((lab >= 0).sum()) for lab in layout.labels)),
-        "test frame list rows": len(layout.test_frame),
-    }
-    files = {b: sum(1 for (bb, _) in layout.files if bb == b) for b in layout.backbones}
-    report.sections.append(
-        Section(
-            "Backbones",
-            ["backbone", "width", "files", "format"],
-            [
-                [b, layout.dims.get(b, "?"), files[b], layout.formats.get(b, "?")]
-                for b in layout.backbones
-            ],
-        )
-    )
+    report.summary = _summary(layout)
+    report.sections.append(_backbones_section(layout))
     missing = None
     if not pr.errors:
         try:
-            data = load_expr(root, features, use_cache=use_cache, **lists)
+            data = load_expr(found, chosen, use_cache=use_cache, **lists)
             missing = _missing_from_store(data)
             report.warnings += data.warnings
         except DataError as e:
@@ -117,19 +94,64 @@ def inspect_expr(
             e for e in pr.errors[n_before:] if str(e) not in {str(x) for x in pr.errors[:n_before]}
         ]
         report.warnings += pr.warnings
+    report.sections += [
+        _missing_section(missing),
+        _class_section(layout),
+        _pairs_section(layout),
+    ]
+    if note:
+        report.warnings.insert(0, note)
+    if not len(layout.test_frame) and not any("NO TEST SET" in w for w in report.warnings):
+        tests = [v for v, s in zip(layout.videos, layout.split, strict=True) if s == "test"]
+        report.warnings.append(no_test_list_warning(found, tests, None))
+    report.warnings = list(dict.fromkeys(report.warnings))
+    report.problems += list(dict.fromkeys(str(e) for e in pr.errors))
+    return report
+
+
+def _summary(layout: Layout) -> dict[str, object]:
+    """Videos and frames per split, annotated frames, test frame list rows."""
+    split = np.array(layout.split)
+    frames = {
+        s: sum(len(lab) for lab, sp in zip(layout.labels, layout.split, strict=True) if sp == s)
+        for s in _SPLITS
+    }
+    return {
+        "annotation folder": layout.annotation_dir,
+        **{f"videos ({s})": int((split == s).sum()) for s in _SPLITS},
+        **{f"frames ({s})": frames[s] for s in _SPLITS},
+        "annotated frames": int(sum(int((lab >= 0).sum()) for lab in layout.labels)),
+        "test frame list rows": len(layout.test_frame),
+    }
+
+
+def _backbones_section(layout: Layout) -> Section:
+    files = {b: sum(1 for (bb, _) in layout.files if bb == b) for b in layout.backbones}
+    return Section(
+        "Backbones",
+        ["backbone", "width", "files", "format"],
+        [
+            [b, layout.dims.get(b, "?"), files[b], layout.formats.get(b, "?")]
+            for b in layout.backbones
+        ],
+    )
+
+
+def _missing_section(missing: dict[str, tuple[int, int]]) -> Section:
     counted = {
         "train": "annotated frames",
         "devel": "annotated frames",
         "test": "frames of the test list",
     }
-    report.sections.append(
-        Section(
-            "Frames a model needs that have no features, for some backbone (filled by the "
-            "fill policy); the warnings count all frames of a split instead",
-            ["split", "without features", "of", "frames counted", "%"],
-            [[s, a, b, counted[s], 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
-        )
+    return Section(
+        "Frames a model needs that have no features, for some backbone (filled by the "
+        "fill policy); the warnings count all frames of a split instead",
+        ["split", "without features", "of", "frames counted", "%"],
+        [[s, a, b, counted[s], 100.0 * a / b if b else 0.0] for s, (a, b) in missing.items()],
     )
+
+
+def _class_section(layout: Layout) -> Section:
     rows = []
     for s in ("train", "devel"):
         lab = np.concatenate(
@@ -139,27 +161,20 @@ def inspect_expr(
         counts = np.bincount(lab[lab >= 0].astype(np.int64), minlength=NUM_CLASSES)
         tot = max(1, int(counts.sum()))
         rows += [[s, c, int(n), 100.0 * n / tot] for c, n in zip(CLASSES, counts, strict=True)]
-    report.sections.append(Section("Class frequencies", ["split", "class", "frames", "%"], rows))
+    return Section("Class frequencies", ["split", "class", "frames", "%"], rows)
+
+
+def _pairs_section(layout: Layout) -> Section:
+    """The split of each person of a two-person video: a pair split across splits leaks."""
     split_of = dict(zip(layout.videos, layout.split, strict=True))
     pairs = sorted({v.rsplit("_", 1)[0] for v in layout.videos if v.endswith(("_left", "_right"))})
     rows = []
     for b in pairs:
         left, right = split_of.get(b + "_left", "-"), split_of.get(b + "_right", "-")
         rows.append([b, left, right, "yes" if "-" not in (left, right) and left != right else ""])
-    report.sections.append(
-        Section(
-            "Videos with two people: the split of each person (_left/_right); '-' = no such "
-            "file; test members come from the test lists",
-            ["video", "_left", "_right", "members in different splits"],
-            rows,
-        )
+    return Section(
+        "Videos with two people: the split of each person (_left/_right); '-' = no such "
+        "file; test members come from the test lists",
+        ["video", "_left", "_right", "members in different splits"],
+        rows,
     )
-    if note:
-        report.warnings.insert(0, note)
-    if not len(layout.test_frame) and not any("NO TEST SET" in w for w in report.warnings):
-        report.warnings.append(
-            no_test_list_warning(root, [v for v, s in split_of.items() if s == "test"], None)
-        )
-    report.warnings = list(dict.fromkeys(report.warnings))
-    report.problems += list(dict.fromkeys(str(e) for e in pr.errors))
-    return report

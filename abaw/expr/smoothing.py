@@ -8,7 +8,8 @@ next: near a video's ends it is truncated and renormalised (a normalised
 convolution), so a constant signal stays exactly constant.
 
 Plain functions on arrays and on `Predictions`, so the ensembler can tune
-`kind` and `width` on validation predictions without the model.
+`kind` and `width` on validation predictions without the model
+(`smooth_by_video`: any row order, one video in memory at a time).
 """
 
 from __future__ import annotations
@@ -115,3 +116,36 @@ def smooth_predictions(
     return Predictions(
         pred.track, pred.split, dict(pred.keys), smoothed, pred.columns, pred.labels, meta
     )
+
+
+def segments(video: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(row order or None, segment cuts): each segment one video's frames in frame order.
+
+    When every video's rows are already contiguous and in frame order (the test frame list,
+    devel in store order) no sort and no copy of the names is made (order None).
+    """
+    n = len(video)
+    change = np.flatnonzero(video[1:] != video[:-1]) + 1
+    cuts = np.concatenate([[0], change, [n]])
+    starts = video[cuts[:-1]]
+    inside = np.ones(n, bool)
+    inside[cuts[:-1]] = False
+    if len(np.unique(starts)) == len(starts) and (np.diff(frame)[inside[1:]] > 0).all():
+        return None, cuts
+    order = np.lexsort((frame.astype(np.int64), video))
+    v = video[order]
+    return order, np.concatenate([[0], np.flatnonzero(v[1:] != v[:-1]) + 1, [n]])
+
+
+def smooth_by_video(
+    values: np.ndarray, video: np.ndarray, frame: np.ndarray, kind: str, width: int
+) -> np.ndarray:
+    """Temporal smoothing within each video, one video at a time (memory: one video's frames)."""
+    if kind == "none" or width <= 1 or len(values) == 0:
+        return values
+    order, cuts = segments(video, frame)
+    out = np.empty_like(values)
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = slice(a, b) if order is None else order[a:b]
+        out[rows] = smooth_probs(values[rows], np.array([0, b - a]), kind=kind, width=width)
+    return out

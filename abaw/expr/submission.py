@@ -15,8 +15,6 @@ through the slower row-by-row diagnosis, still vectorised with pandas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,195 +22,15 @@ import numpy.strings as nps
 import pandas as pd
 
 from abaw.errors import AbawError, DataError, SubmissionError
-from abaw.expr.layout import HEADER, TEST_FRAME_HEADER
-from abaw.predictions import Predictions
+from abaw.expr.framelist import FrameList, read_frame_list
+from abaw.expr.layout import HEADER, TEST_FRAME_HEADER, TEST_FRAME_LISTS
+from abaw.expr.scan import find_expr_root, find_test_lists
+from abaw.predictions import Predictions, match_rows
 from abaw.problems import Problem, add_rows, header_layout_problem, read_submission, text_lines
 
 FILE_NAME = "predictions.txt"
 FORMATS = ("single", "per-video")  # one file in frame-list order (ABAW5/6); <video>.txt (ABAW3/4)
 LABELS = [str(i) for i in range(8)]
-
-
-@dataclass
-class FrameList:
-    """The organisers' test frame list: one image location per row, in order."""
-
-    path: Path
-    video: np.ndarray  # (n,) str
-    frame: np.ndarray  # (n,) int64, 1-based
-    videos: list[str]  # test videos: the video list's order if there is one, else first-seen
-    _blob: np.ndarray | None = None
-    _locs: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    @property
-    def blob(self) -> np.ndarray:
-        """uint8 bytes of every location followed by "\\n" (the writer's and checker's input)."""
-        if self._blob is None:
-            text = "\n".join(self.locs.tolist()) + "\n"
-            self._blob = np.frombuffer(text.encode(), np.uint8)
-        return self._blob
-
-    @property
-    def locs(self) -> np.ndarray:
-        """(n,) str image locations as spelled in the list, e.g. "14-30-1920x1080/00001.jpg"."""
-        if self._locs is None:
-            self._locs = np.array(bytes(self.blob).decode().split("\n")[:-1], dtype=str)
-        return self._locs
-
-    @cached_property
-    def n_frames(self) -> dict[str, int]:
-        """Frames per test video: its last listed frame (per-video files have 1..n)."""
-        s = pd.Series(self.frame).groupby(self.video).max()
-        return {v: int(s[v]) for v in self.videos if v in s.index}
-
-
-def _parse_fast(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(video, frame, blob) of a plain ASCII frame list, all in NumPy; None = not plain.
-
-    Plain: `\\n` line ends, optional `image_location` header, rows `<video>/<digits>.jpg`
-    optionally followed by `,...`, no spaces, no blank lines inside. Anything else goes
-    through the pandas parser, which names the offending row.
-    """
-    buf = np.frombuffer(raw, np.uint8)
-    if buf.size == 0 or (buf >= 128).any() or (buf == 13).any() or (buf == 32).any():
-        return None
-    nl = np.flatnonzero(buf == 10)
-    if buf[-1] != 10:
-        nl = np.append(nl, len(buf))
-    starts = np.concatenate([[0], nl[:-1] + 1])
-    ends = nl
-    if raw.startswith(b"image_location"):
-        starts, ends = starts[1:], ends[1:]
-    nonempty = np.flatnonzero(ends > starts)
-    if len(nonempty) == 0:
-        return None
-    last = nonempty[-1] + 1
-    starts, ends = starts[:last], ends[:last]
-    if (ends <= starts).any():
-        return None
-    commas = np.flatnonzero(buf == 44)
-    ci = np.searchsorted(commas, starts)
-    after = commas[ci.clip(max=len(commas) - 1)] if len(commas) else ends
-    loc_end = np.where((ci < len(commas)) & (after < ends), after, ends)
-    slashes = np.flatnonzero(buf == 47)
-    hi, lo = np.searchsorted(slashes, loc_end), np.searchsorted(slashes, starts)
-    if (hi - lo != 1).any():
-        return None
-    sl = slashes[hi - 1]
-    nd = loc_end - sl - 5  # digits of "<digits>.jpg"
-    if (nd < 1).any() or (nd > 9).any() or (sl <= starts).any():
-        return None
-    for k, ch in enumerate(b".jpg"):
-        if (buf[loc_end - 4 + k] != ch).any():
-            return None
-    frame = np.zeros(len(starts), np.int64)
-    for j in range(int(nd.max())):
-        has = nd > j
-        d = buf[np.where(has, loc_end - 5 - j, 0)].astype(np.int64) - 48
-        if ((d < 0) | (d > 9))[has].any():
-            return None
-        frame += np.where(has, d, 0) * 10**j
-    vl = sl - starts
-    width = int(vl.max())
-    # Names as UTF-32 code points (ASCII bytes are their own code points): a (n, width) uint32
-    # matrix viewed as fixed-width unicode, gathered in row chunks, no per-row Python.
-    names = np.zeros((len(starts), width), np.uint32)
-    cols = np.arange(width)
-    for a in range(0, len(starts), 1 << 17):
-        st, ln = starts[a : a + (1 << 17)], vl[a : a + (1 << 17)]
-        idx = np.minimum(st[:, None] + cols, len(buf) - 1)
-        names[a : a + len(st)] = np.where(cols < ln[:, None], buf[idx], 0)
-    video = names.view(f"<U{width}").reshape(-1)
-    tail = ends - loc_end
-    if (tail <= 1).all():  # rows are "<loc>," or "<loc>": drop the commas, keep the newlines
-        keep = np.zeros(len(buf), bool)
-        keep[starts[0] : ends[-1] + 1] = True
-        keep[loc_end[tail == 1]] = False
-        blob = buf[keep]
-        if buf[-1] != 10 and ends[-1] == len(buf):
-            blob = np.append(blob, np.uint8(10))
-        return video, frame, blob
-    mark = np.zeros(len(buf) + 1, np.int8)
-    mark[starts] = 1
-    mark[loc_end] -= 1
-    inside = np.cumsum(mark[:-1], dtype=np.int8) > 0  # rows never nest: stays 0 or 1
-    loc_bytes = buf[inside]
-    lengths = loc_end - starts
-    blob = np.empty(len(loc_bytes) + len(starts), np.uint8)
-    nlpos = np.cumsum(lengths + 1) - 1
-    keep = np.ones(len(blob), bool)
-    keep[nlpos] = False
-    blob[keep] = loc_bytes
-    blob[nlpos] = 10
-    return video, frame, blob
-
-
-def read_frame_list(path: Path, video_list: Path | None = None) -> FrameList:
-    """Parse a test frame list (rows `<video>/<frame>.jpg,`, maybe after a header line)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(path, "cannot read the test frame list", found=str(e)) from None
-    fast = _parse_fast(raw)
-    if fast is not None:
-        vids, frames, blob = fast
-        locs = None
-    else:
-        vids, frames, locs = _parse_pandas(path, raw)
-        blob = None
-    key = pd.Series(frames) + pd.Series(pd.factorize(vids)[0]) * (1 << 32)
-    if key.duplicated().any():
-        i = int(np.argmax(key.duplicated().to_numpy()))
-        raise DataError(
-            path,
-            "frame listed twice",
-            expected="each test frame once",
-            found=f"{vids[i]}/{frames[i]:05d}.jpg",
-        )
-    order = list(pd.unique(vids).tolist())
-    if video_list is not None:
-        listed = [
-            v.strip() for v in video_list.read_text(encoding="utf-8").splitlines() if v.strip()
-        ]
-        order = listed + [v for v in order if v not in set(listed)]
-    return FrameList(path, vids, frames, order, blob, locs)
-
-
-def _parse_pandas(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(path, "the test frame list is not UTF-8", found=str(e)) from None
-    lines = text.replace("\r\n", "\n").split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    skip = 1 if lines and lines[0].startswith("image_location") else 0
-    s = pd.Series(lines[skip:], dtype=str).str.strip()
-    loc = s.str.split(",", n=1, regex=False).str[0]
-    head = loc.str.rpartition("/")
-    video, fname = head[0], head[2]
-    ok = (head[1] == "/") & fname.str.endswith(".jpg") & (video != "")
-    digits = fname.str[:-4]
-    ok &= digits.str.isdigit()
-    ok &= ~video.str.contains("/", regex=False) & ~video.str.contains("\\", regex=False)
-    ok &= video != ".."
-    if not ok.all():
-        i = int(np.argmax(~ok.to_numpy()))
-        raise DataError(
-            path,
-            "malformed test frame row",
-            row=i + 1 + skip,
-            expected="'<video>/<frame>.jpg,'",
-            found=repr(lines[i + skip][:80]),
-        )
-    return (
-        video.to_numpy(dtype=str),
-        digits.astype(np.int64).to_numpy(),
-        loc.to_numpy(dtype=str),
-    )
 
 
 _CACHE: dict[tuple, FrameList] = {}
@@ -230,11 +48,9 @@ def frame_list(data: Path, frames: str | Path | None = None) -> FrameList:
 
     One search (`abaw.expr.scan.find_test_lists`: every edition's file names, in the data root,
     its test-set subfolders and the annotation folder) serves training, inspect and submit,
-    so the frames predicted and the frames submitted come from the same file.
+    so the frames predicted and the frames submitted come from the same file; one parser
+    (`abaw.expr.framelist.read_frame_list`) reads it for all of them.
     """
-    from abaw.expr.layout import TEST_FRAME_LISTS
-    from abaw.expr.scan import find_expr_root, find_test_lists
-
     data = Path(data)
     root = data
     if data.is_dir():
@@ -291,8 +107,6 @@ def _template(fl: FrameList, labels: np.ndarray | None) -> tuple[np.ndarray, np.
 
 def labels_for(pred: Predictions, fl: FrameList) -> tuple[np.ndarray, list[str]]:
     """Argmax labels of `pred`, one per frame-list row, in list order."""
-    from abaw.ensemble import _codes
-
     if "video" not in pred.keys or "frame" not in pred.keys:
         raise SubmissionError(
             f"Expr predictions need 'video' and 'frame' keys, found {list(pred.keys)}"
@@ -308,22 +122,23 @@ def labels_for(pred: Predictions, fl: FrameList) -> tuple[np.ndarray, list[str]]
     notes: list[str] = []
     if len(pv) == len(fl) and np.array_equal(pv, fl.video) and np.array_equal(pf, fl.frame):
         return lab, notes
-    ref, code = _codes([fl.video, fl.frame], [pv, pf])  # frame-list rows coded by prediction keys
-    order = np.argsort(code, kind="stable")
-    if len(code) > 1 and (np.diff(code[order]) == 0).any():
-        i = int(order[np.flatnonzero(np.diff(code[order]) == 0)[0]])
+    # The predictions are the reference: every prediction row listed twice is caught (even
+    # one the frame list lacks), and the frame-list rows without a prediction are the extras.
+    m = match_rows({"video": fl.video, "frame": fl.frame}, {"video": pv, "frame": pf})
+    if m.ref_duplicate is not None:
+        i = m.ref_duplicate
         raise SubmissionError(f"the predictions list {pv[i]}/{pf[i]:05d} twice")
-    pos = np.searchsorted(code[order], ref).clip(0, max(len(code) - 1, 0))
-    hit = (ref >= 0) & (code[order][pos] == ref)
-    if not hit.all():
-        miss = np.flatnonzero(~hit)
+    if len(m.extra):
         raise SubmissionError(
-            f"{len(miss)} frame(s) of the test frame list {fl.path} have no prediction (first: "
-            f"{fl.locs[miss[0]]}); every listed frame needs one"
+            f"{len(m.extra)} frame(s) of the test frame list {fl.path} have no prediction (first: "
+            f"{fl.locs[m.extra[0]]}); every listed frame needs one"
         )
     if len(pv) > len(fl):
         notes.append(f"{len(pv) - len(fl)} predicted frame(s) are not in the frame list; left out")
-    return lab[order[pos]], notes
+    row = np.empty(len(fl), np.int64)  # the prediction row of each frame-list row
+    hit = m.take >= 0
+    row[m.take[hit]] = np.flatnonzero(hit)
+    return lab[row], notes
 
 
 def write_submission(

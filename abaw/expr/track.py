@@ -1,12 +1,14 @@
 """The Expr track as the shared machinery sees it (`abaw.track.Track`).
 
 Names, metric and model variants, reading the data, and the hooks every stage asks of a
-track: synth, inspect, submission, demo. The training task itself (configs, data on the
-device, loss, predictions, score) is in `abaw/expr/task.py`.
+track: synth, inspect, submission, demo, ensemble (scoring, devel halves, post-processing in
+`abaw/expr/postprocess.py`) and report (per-class scores and figures). The training task
+itself (configs, data on the device, loss, predictions, score) is in `abaw/expr/task.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from abaw.errors import ConfigError
+from abaw.errors import AbawError, ConfigError
 from abaw.expr import CLASSES
 from abaw.expr.models import MODELS, build_model, model_config
+from abaw.expr.postprocess import ExprPostprocess, f1_scorer
 from abaw.expr.smoothing import SmoothingConfig
 from abaw.expr.task import (  # noqa: F401  (re-exported: their home before abaw.expr.task)
     ALPHA_KINDS,
@@ -26,10 +29,10 @@ from abaw.expr.task import (  # noqa: F401  (re-exported: their home before abaw
     class_alpha,
     summary_tables,
 )
-from abaw.metrics import macro_f1
+from abaw.metrics import Score, macro_f1
 from abaw.predictions import Predictions
 from abaw.problems import Problem
-from abaw.track import DemoVariant, Written
+from abaw.track import DemoVariant, Keys, Scorer, Written
 
 # What `abaw demo` tunes: the multi-backbone fusion and the single-backbone RegNet baseline,
 # each with one layer and 64-frame windows so trials take seconds on a CPU.
@@ -58,6 +61,10 @@ class ExprTrack:
     submission_options = ("fmt", "frames")  # "single" (ABAW5/6) | "per-video"; frame list path
     demo_variants = DEMO_VARIANTS
     demo_share = 0.6  # Expr trials are slower (per-frame windows)
+    title = "Expr"
+    split_by = "video"  # neighbouring frames are near copies: a video stays on one side
+    ensemble_methods = ("greedy", "mean")
+    score_label = "F1"
 
     def models(self) -> list[str]:
         """Names of the registered models."""
@@ -192,6 +199,56 @@ class ExprTrack:
         """Rebuild a model from a checkpoint's `model_spec` (no data needed)."""
         cls = model_config(spec["model"])
         return build_model(spec["model"], cls(**spec["config"]), spec["dims"])
+
+    def cast_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Class indices as int64 (-1 = not annotated), as the F1 bincount needs."""
+        return labels.astype(np.int64)
+
+    def score_values(
+        self, labels: np.ndarray, values: np.ndarray, columns: Sequence[str] | None = None
+    ) -> Score:
+        """Macro F1 of the argmax over the annotated frames."""
+        return macro_f1(labels, values.argmax(axis=1), values.shape[1], columns)
+
+    def scorer(self, labels: np.ndarray) -> Scorer:
+        """Macro F1 from one bincount (the offset search scores thousands of candidates)."""
+        return f1_scorer(labels)
+
+    def devel_halves(self, keys: Keys, *, seed: int = 0) -> list[np.ndarray]:
+        """Whole videos on each side, about half the frames each (greedy by frame count)."""
+        rng = np.random.default_rng(seed)
+        vids, inv, counts = np.unique(keys["video"], return_inverse=True, return_counts=True)
+        if len(vids) < 2:
+            raise AbawError("the honest estimate needs at least 2 devel videos")
+        side = np.zeros(len(vids), np.int64)
+        load = [0, 0]
+        for v in rng.permutation(len(vids)):
+            s = int(load[1] < load[0])
+            side[v] = s
+            load[s] += int(counts[v])
+        return [np.flatnonzero(side[inv] == s) for s in (0, 1)]
+
+    def postprocessor(
+        self, *, columns: Sequence[str], enabled: bool = True, seed: int = 0
+    ) -> ExprPostprocess:
+        """Temporal smoothing and checked class offsets, chosen on devel."""
+        return ExprPostprocess(columns, enabled=enabled, seed=seed)
+
+    def column_scores(self, pred: Predictions) -> dict[str, float] | None:
+        """F1 per class over the annotated frames (None when no frame is annotated)."""
+        if pred.labels is None:
+            return None
+        labels = np.asarray(pred.labels).astype(np.int64).ravel()
+        if not (labels != -1).any():
+            return None
+        return self.score_values(labels, pred.values, pred.columns).per_column
+
+    def report_figures(self, pred: Predictions, out: Path, *, what: str) -> dict[str, Path]:
+        """F1 per class and the confusion matrix ({} without annotated frames)."""
+        from abaw.expr.figures import devel_figures
+
+        per = self.column_scores(pred)
+        return {} if per is None else devel_figures(pred, per, out, what)
 
     def write_submission(
         self,

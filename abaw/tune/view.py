@@ -1,6 +1,6 @@
 """What `abaw tune` shows while it runs: a live rich table on a terminal, plain lines in a log.
 
-Kept apart from the tuner (abaw/tune.py) so that the search, storage and retention logic
+Kept apart from the workers (worker.py) so that the search, storage and retention logic
 reads in one sitting; this file only reads the study.
 """
 
@@ -20,6 +20,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what `--trials N` counts
 
 
 def fmt_value(v: Any) -> str:
+    """A parameter value for a table: floats to 3 significant digits."""
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
@@ -159,35 +160,10 @@ class Monitor:
                 f"over {len(setup)} trial(s) (data loaded once per worker)"
             )
         if self.live:
-            from rich.table import Table
-
             from abaw.console import console
 
-            table = Table(title=f"top {len(top)} of {self.study.study_name}")
-            for col in (
-                "rank",
-                "trial",
-                "value",
-                "best epoch",
-                "epochs",
-                "seconds",
-                "kept",
-                "params",
-            ):
-                table.add_column(col)
-            for i, t in enumerate(top, 1):
-                table.add_row(
-                    str(i),
-                    str(t.number),
-                    f"{t.value:.4f}",
-                    str(t.user_attrs.get(T.TRIAL_BEST_EPOCH, "")),
-                    str(_epochs(t)),
-                    f"{_seconds(t):.0f}",
-                    "yes" if t.user_attrs.get(T.TRIAL_KEPT) else "",
-                    _params(t, self.names),
-                )
             if top:
-                console.print(table)
+                console.print(self._leaderboard(top))
             for line in lines:
                 console.print(line, soft_wrap=True, markup=False)
             return
@@ -199,3 +175,23 @@ class Monitor:
             )
         for line in lines:
             print(line, flush=True)
+
+    def _leaderboard(self, top: list[FrozenTrial]):
+        """The top trials as a rich table (live view)."""
+        from rich.table import Table
+
+        table = Table(title=f"top {len(top)} of {self.study.study_name}")
+        for col in ("rank", "trial", "value", "best epoch", "epochs", "seconds", "kept", "params"):
+            table.add_column(col)
+        for i, t in enumerate(top, 1):
+            table.add_row(
+                str(i),
+                str(t.number),
+                f"{t.value:.4f}",
+                str(t.user_attrs.get(T.TRIAL_BEST_EPOCH, "")),
+                str(_epochs(t)),
+                f"{_seconds(t):.0f}",
+                "yes" if t.user_attrs.get(T.TRIAL_KEPT) else "",
+                _params(t, self.names),
+            )
+        return table
