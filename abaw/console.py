@@ -26,7 +26,7 @@ from rich.text import Text
 
 PLAIN_WIDTH = 4096  # columns when not on a terminal: tables lay out at their natural width
 
-__all__ = ["PLAIN_WIDTH", "console", "err_console", "escape", "make_console", "progress"]
+__all__ = ["PLAIN_WIDTH", "console", "err_console", "escape", "make_console", "progress", "warn"]
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -43,6 +43,12 @@ def make_console(*, stderr: bool = False) -> Console:
 
 console = make_console()
 err_console = make_console(stderr=True)
+
+
+def warn(message: str, *, label: str = "warning") -> None:
+    """One `warning:` line on stderr (user data escaped): for what a library function handled
+    but the user should know, such as a skipped damaged record."""
+    err_console.print(f"[yellow]{label}:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 class InfoColumn(ProgressColumn):

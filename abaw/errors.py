@@ -19,6 +19,14 @@ class ConfigError(AbawError):
     """A sweep file, `--set` override or option is invalid."""
 
 
+class UnsafeNameError(ConfigError, ValueError):
+    """A name that would become a file or folder name is not a plain one (`safe_name`).
+
+    A ValueError too, so loaders that turn a bad name in a data file into a DataError
+    still catch it; anywhere else it reaches the user as one sentence, not a traceback.
+    """
+
+
 class DataError(AbawError):
     """A data file is missing or malformed.
 

@@ -22,7 +22,7 @@ from typing import IO
 
 import numpy as np
 
-from abaw.errors import DataError
+from abaw.errors import AbawError, DataError, UnsafeNameError
 
 
 @contextlib.contextmanager
@@ -33,15 +33,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On an exception the temporary file is removed and `path` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_dir(path.parent, "output folder")
+    with writing(path, "output file"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         if tmp_path.exists():
             umask_mode(tmp_path)  # mkstemp makes 0600 files; publish with the usual mode
-        os.replace(tmp_path, path)
+        with writing(path, "output file"):
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -75,8 +77,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     and `path` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    ensure_dir(path.parent, "output folder")
+    if path.exists() and not path.is_dir():
+        raise write_error(path, FileExistsError(errno.EEXIST, "a file"), "output folder")
+    with writing(path, "output folder"):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     umask_mode(tmp)
     try:
         yield tmp
@@ -106,13 +111,13 @@ def umask_mode(path: str | os.PathLike[str]) -> None:
 
 
 def safe_name(name: str, *, what: str = "name") -> str:
-    """Return `name` if it is safe as a single file or folder name, else raise ValueError.
+    """Return `name` if it is safe as a single file or folder name, else raise UnsafeNameError.
 
     IDs and video names come from user files; one with a path separator or `..`
     could write outside the output folder.
     """
     if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
-        raise ValueError(
+        raise UnsafeNameError(
             f"{what} {name!r} is not a plain file name (no '/', '\\\\', '..' or empty)"
         )
     return name
@@ -185,8 +190,10 @@ def path_error(path: str | os.PathLike[str], expected: str) -> DataError | None:
 
 def os_error(path: str | os.PathLike[str], err: OSError, expected: str) -> DataError:
     """One DataError for an OSError raised while opening or reading `path`."""
+    if "folder" in expected:  # listing a folder, not reading a file
+        return folder_error(path, err, expected)
     bad = path_error(path, expected)
-    if bad is not None and not (bad.found == "a directory" and "folder" in expected):
+    if bad is not None:
         return bad
     if isinstance(err, FileNotFoundError):
         return DataError(path, "file not found", expected=expected, found="nothing")
@@ -197,6 +204,167 @@ def os_error(path: str | os.PathLike[str], err: OSError, expected: str) -> DataE
         found=err.strerror or str(err),
         hint="Check the disk and the file (an interrupted copy?)",
     )
+
+
+# ---------------------------------------------------------------- folders
+#
+# Every folder a command lists (a data set's) or creates (runs, artifacts, reports,
+# submissions) goes through these, so an OSError on a folder is one DataError naming the
+# folder and the fix, never "nothing found" and never a traceback.
+
+_WRITE_FIX = {
+    errno.EACCES: "Make it writable (chmod u+w) or choose another folder",
+    errno.EPERM: "Make it writable (chmod u+w) or choose another folder",
+    errno.EROFS: "It is on a read-only file system; choose a folder on a writable disk",
+    errno.ENOSPC: "Free disk space, or choose a folder on another disk",
+    errno.EDQUOT: "Free space within your disk quota, or choose another folder",
+    errno.ENAMETOOLONG: "Choose a shorter path",
+}
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing non-folder on the way down to `path` (a file where a folder goes)."""
+    for p in reversed([path, *path.parents]):
+        try:
+            if not stat.S_ISDIR(os.stat(p).st_mode):
+                return p
+        except FileNotFoundError:
+            return p if os.path.lexists(p) else None  # a dangling link is in the way
+        except OSError:
+            return None  # no permission to look: not a file in the way
+    return None
+
+
+def folder_error(path: str | os.PathLike[str], err: OSError, expected: str) -> DataError:
+    """One DataError for an OSError raised while listing or opening the folder `path`."""
+    path = Path(path)
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        return DataError(
+            blocker,
+            "not a folder" if blocker == path else f"a file on the way to {path}",
+            expected=expected,
+            found=describe_path(blocker) or "a file",
+            hint="Move or rename it, or point the option at the folder itself",
+        )
+    if isinstance(err, FileNotFoundError):
+        return DataError(path, "folder not found", expected=expected, found="nothing")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return DataError(
+            path,
+            "cannot read the folder",
+            expected=expected,
+            found="permission denied",
+            hint="Make it readable (chmod a+rx) or ask the data's owner",
+        )
+    return DataError(
+        path, "cannot read the folder", expected=expected, found=err.strerror or str(err)
+    )
+
+
+def list_dir(folder: str | os.PathLike[str], expected: str = "a folder") -> list[Path]:
+    """The entries of `folder`, sorted by name; a folder that cannot be listed is a DataError.
+
+    Why: `Path.glob` and `Path.is_dir` answer "nothing" for a folder without read or
+    search permission, and a loader that trusts them reports files as missing.
+    """
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(folder) / e.name for e in it)
+    except OSError as e:
+        raise folder_error(folder, e, expected) from None
+
+
+def folder_problem(folder: str | os.PathLike[str], expected: str) -> DataError | None:
+    """A DataError when `folder` exists (or cannot be looked at) but is not a usable folder.
+
+    None when it is a readable folder or does not exist at all (the caller's "missing").
+    """
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return None if not os.path.lexists(folder) else path_error(folder, expected)
+    except OSError as e:
+        return folder_error(folder, e, expected)
+    if not stat.S_ISDIR(st.st_mode):
+        return folder_error(folder, NotADirectoryError(errno.ENOTDIR, "not a folder"), expected)
+    try:
+        with os.scandir(folder):
+            return None
+    except OSError as e:
+        return folder_error(folder, e, expected)
+
+
+def write_error(path: str | os.PathLike[str], err: OSError, what: str) -> DataError:
+    """One DataError for an OSError raised while creating or writing `path` (a `what`)."""
+    path = Path(path)
+    blocker = _blocking_file(path)
+    if blocker is not None and err.errno in (errno.EEXIST, errno.ENOTDIR):
+        where = "it is a file" if blocker == path else f"{blocker} is a file"
+        return DataError(
+            path,
+            f"cannot create the {what}",
+            expected="a folder (or nothing) at that path",
+            found=where,
+            hint="Move or rename the file, or choose another folder",
+        )
+    target = Path(err.filename) if isinstance(err.filename, str) else path
+    return DataError(
+        target,
+        f"cannot write the {what}" + ("" if target == path else f" {path}"),
+        found=(err.strerror or str(err)).lower(),
+        hint=_WRITE_FIX.get(err.errno or 0, "Check the folder, its permissions and the disk"),
+    )
+
+
+def os_failure(err: OSError) -> AbawError:
+    """One sentence for an OSError that no loader or writer turned into a DataError.
+
+    The CLI's last check before its "unexpected" line: a refusal of the file system or the
+    network (a permission, a full disk, a lost mount) is the environment, not a bug.
+    """
+    reason = (err.strerror or str(err) or type(err).__name__).rstrip(".")
+    fix = _WRITE_FIX.get(err.errno or 0, "Check the path, its permissions and the disk")
+    if isinstance(err.filename, str):
+        return DataError(err.filename, "the operating system refused it", found=reason, hint=fix)
+    return AbawError(f"the operating system refused an operation: {reason}. {fix}.")
+
+
+def ensure_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create the folder `path` (and its parents); any OSError is a DataError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e, what) from None
+    return path
+
+
+def writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """`ensure_dir`, then a real write (a temporary file, removed): checked before the work.
+
+    Why: a run folder that is read-only (or on a full or read-only disk) should fail in the
+    first second, not after an hour of training; a test write is the only honest check.
+    """
+    path = ensure_dir(path, what)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".abaw-write-test.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise write_error(path, e, what) from None
+    return path
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], what: str = "output file") -> Iterator[None]:
+    """Write `path` inside this block: an OSError becomes one DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except OSError as e:
+        raise write_error(path, e, what) from None
 
 
 def decode_error(path: str | os.PathLike[str], err: UnicodeDecodeError | None = None) -> DataError:
@@ -339,6 +507,25 @@ def cache_key(
     return h.hexdigest()[:20]
 
 
+def content_digest(*parts: np.ndarray | str) -> str:
+    """A short sha256 over arrays (dtype, shape and bytes) and strings, in order.
+
+    For fingerprints of what a data set holds (its keys and labels): equal digests mean
+    equal content, whatever the files' names, times or folder.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            h.update(part.encode() + b"\0")
+            continue
+        a = np.ascontiguousarray(part)
+        if a.dtype.kind == "f":
+            a = np.where(np.isnan(a), np.float32(-1e30), a)  # one spelling of "no label"
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def remove_stale_tmp(
     folder: str | os.PathLike[str], *, older_than: float = STALE_TMP_SECONDS
 ) -> int:
@@ -373,7 +560,10 @@ def find_data_root(
     points `--data` at its parent should not be told "nothing found".
     """
     root = Path(root)
-    if not root.is_dir() or recognised(root):
+    try:
+        if not root.is_dir() or recognised(root):
+            return root, []
+    except OSError:  # a folder without permission: the loader names it
         return root, []
     subs = []
     with contextlib.suppress(OSError):

@@ -18,6 +18,17 @@ import numpy as np
 
 EXPR_NUM_CLASSES = 8
 
+# How people say each metric name (tables, headings, log lines); a sweep's own metric
+# that is not listed here is shown as it is spelled.
+METRIC_LABELS = {"mean_pearson": "mean Pearson", "macro_f1": "macro F1"}
+
+
+def metric_label(metric: str | None) -> str:
+    """The readable name of a metric ("mean_pearson" -> "mean Pearson"), for every table."""
+    if not metric:
+        return "score"
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
 
 @dataclass(frozen=True)
 class Score:

@@ -45,23 +45,17 @@ def bar_chart(
     ylabel: str,
     ref: tuple[str, float] | None = None,
 ) -> Path:
-    """One annotated bar per name, with an optional dashed reference line (label, value)."""
+    """One bar per name, its value in the tick label, and an optional dashed reference line
+    (label, value) whose value is in the legend: no line ever crosses a number."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     x = np.arange(len(names))
-    bars = ax.bar(x, values, color="tab:blue")
-    for b, v in zip(bars, values, strict=True):
-        ax.annotate(
-            f"{v:.3f}",
-            (b.get_x() + b.get_width() / 2, v),
-            ha="center",
-            va="bottom" if v >= 0 else "top",
-            fontsize=8,
-        )
+    ax.bar(x, values, color="tab:blue")
     if ref is not None:
         ax.axhline(ref[1], color="tab:orange", ls="--", lw=1.2, alpha=0.8, label=ref[0])
-        ax.legend(loc="best")
-    ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    labels = [f"{n} {v:.3f}" for n, v in zip(names, values, strict=True)]
+    ax.set_xticks(x, labels, rotation=35, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.axhline(0, color="black", lw=0.8)

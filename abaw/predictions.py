@@ -13,6 +13,8 @@ objects) and read back with `allow_pickle=False`: nothing is unpickled.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from abaw.errors import DataError
-from abaw.io import atomic_open
+from abaw.io import atomic_open, os_error, path_error
 
 FORMAT_VERSION = 1
 
@@ -127,10 +129,15 @@ class Predictions:
 
     @classmethod
     def load(cls, path: str | Path) -> Predictions:
-        """Read a file written by `save`; a damaged or foreign file raises DataError."""
+        """Read a file written by `save`; a missing, truncated or foreign file raises DataError.
+
+        The one reader of prediction files (ensemble members, ensembles, `abaw submit`), so
+        every caller names what it was given the same way: a CSV, a lone .npy, a cut copy.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise DataError(path, "predictions file not found")
+        foreign = sniff_npz(path)
+        if foreign is not None:
+            raise foreign
         try:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
@@ -145,8 +152,24 @@ class Predictions:
                     labels,
                     header.get("meta", {}),
                 )
-        except (KeyError, ValueError, OSError) as e:
-            raise DataError(path, "not a readable abaw predictions file", found=str(e)) from None
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise DataError(
+                path,
+                "truncated or damaged predictions file",
+                expected="a whole " + NPZ_EXPECTED.removeprefix("a "),
+                found=f"a damaged zip ({e})",
+                hint="The file was cut short (an interrupted copy or a full disk?); "
+                "copy or write it again",
+            ) from None
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as e:
+            raise DataError(
+                path,
+                "not an abaw predictions file",
+                expected=NPZ_EXPECTED,
+                found=f"a .npz without the expected arrays ({type(e).__name__}: {e})",
+                hint="Write it with abaw.predictions.Predictions(...).save(path) "
+                "(docs/ensembling.md, 'Bringing a teammate's predictions')",
+            ) from None
 
     def to_frame(self):
         """A pandas DataFrame: key columns then value columns (for CSV export and reports)."""
@@ -155,6 +178,62 @@ class Predictions:
         data = {k: v for k, v in self.keys.items()}
         data.update({c: self.values[:, i] for i, c in enumerate(self.columns)})
         return pd.DataFrame(data)
+
+
+NPZ_EXPECTED = "a predictions .npz written by abaw.predictions.Predictions.save"
+
+
+def sniff_npz(path: Path) -> DataError | None:
+    """A DataError saying what `path` is when it cannot be a predictions .npz, else None.
+
+    Why: `np.load` of a CSV says "pickled data", which sends a user looking for pickles.
+    """
+    bad = path_error(path, NPZ_EXPECTED)
+    if bad is not None:
+        return bad
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except FileNotFoundError:
+        return DataError(path, "predictions file not found", expected=NPZ_EXPECTED, found="nothing")
+    except OSError as e:
+        return os_error(path, e, NPZ_EXPECTED)
+    if head.startswith(b"PK"):
+        return None
+    if not head:
+        found = "an empty file"
+    elif head.startswith(b"\x93NUMPY"):
+        found = "a single .npy array, not a .npz"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        found = f"a text file (a CSV?) starting {head.decode(errors='replace')!r}"
+    else:
+        found = f"another kind of file (first bytes {head!r})"
+    return DataError(
+        path,
+        "not a predictions file",
+        expected=NPZ_EXPECTED,
+        found=found,
+        hint="Pass the .npz that `abaw train`, `abaw tune` or `abaw ensemble` wrote "
+        "(predictions-test.npz), not a submission CSV",
+    )
+
+
+def check_finite(pred: Predictions, where: str | Path) -> None:
+    """Refuse predictions holding NaN or inf, naming `where` (the file), the first row's key
+    and the column: a NaN would reach a submission as the text "nan"."""
+    bad = ~np.isfinite(pred.values)
+    if not bad.any():
+        return
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    raise DataError(
+        where,
+        f"{int(bad.any(axis=1).sum())} row(s) of {pred.split} predictions are not finite",
+        column=pred.columns[col],
+        expected="finite numbers",
+        found=f"{pred.values[row, col]} first in row {describe_row(pred.keys, row)}",
+        hint="Fix the model or the file that produced them (a diverged model gives NaN); "
+        "rebuild it, then try again",
+    )
 
 
 # ---------------------------------------------------------------- row alignment

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abaw.errors import AbawError
+from abaw.io import list_dir, reading
 
 SHOWN = 20  # problems printed before "and N more"
 KEPT = 1000  # problems of one kind materialised before one aggregate entry
@@ -164,7 +165,7 @@ def read_submission(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], lis
     if not p.exists():
         raise AbawError(f"{p}: no such file or folder")
     if p.is_dir():
-        for q in sorted(p.iterdir()):
+        for q in list_dir(p, "a folder of submission files"):
             if q.name.startswith("."):
                 continue
             if q.is_dir():
@@ -174,7 +175,8 @@ def read_submission(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], lis
                     )
                 )
                 continue
-            files[q.name] = q.read_bytes()
+            with reading(q, "a submission file"):
+                files[q.name] = q.read_bytes()
         if not files:
             probs.append(Problem(None, "empty folder", str(p)))
         return files, probs, "folder"
@@ -209,7 +211,8 @@ def read_submission(path: str | os.PathLike[str]) -> tuple[dict[str, bytes], lis
         if not files and not probs:
             probs.append(Problem(None, "empty zip", str(p)))
         return files, probs, "zip"
-    return {p.name: p.read_bytes()}, probs, "file"
+    with reading(p, "a submission file, folder or zip"):
+        return {p.name: p.read_bytes()}, probs, "file"
 
 
 def sorted_problems(problems: list[Problem]) -> list[Problem]:

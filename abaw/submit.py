@@ -24,7 +24,7 @@ from typing import Any
 
 from abaw import __version__
 from abaw.errors import AbawError, ConfigError, SubmissionError
-from abaw.predictions import Predictions
+from abaw.predictions import Predictions, check_finite
 from abaw.problems import (  # noqa: F401  (re-exported: their home before abaw.problems)
     KEPT,
     SHOWN,
@@ -110,7 +110,7 @@ def submit(
             or "bare"); Expr `fmt` ("single": ABAW5/6 file in frame-list order, "per-video":
             ABAW3/4) and `frames` (the test frame list). None values are left out.
     """
-    from abaw.io import atomic_dir, atomic_open, atomic_path, safe_name
+    from abaw.io import atomic_dir, atomic_open, atomic_path, ensure_dir, safe_name
 
     tr = get_track(track)
     kw = _options(tr, options, "submit")
@@ -127,7 +127,7 @@ def submit(
         raise AbawError(
             f"{existing[0]} exists; choose another --name or pass --force to replace it"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "submissions folder (--out)")
     with atomic_dir(folder) as tmp:
         written = tr.write_submission(pred, Path(data), tmp, **kw)
         problems = tr.validate_submission(written.check, Path(data), **kw)
@@ -162,15 +162,19 @@ def _source(
 ) -> tuple[Predictions, dict[str, Any], str]:
     """(test predictions, the manifest to copy, the submission name) of what was given."""
     if isinstance(src, Predictions):
+        check_finite(src, "the test predictions given")
         return src, {"source": "predictions", "meta": src.meta}, name or "predictions"
     if str(src).endswith(".npz") or Path(src).is_file():
         pred = Predictions.load(src)
+        check_finite(pred, src)
         stem = Path(src).stem
         default = Path(src).resolve().parent.name if stem.startswith("predictions") else stem
         return pred, {"source": str(Path(src).resolve()), "meta": pred.meta}, name or default
     from abaw.ensemble import load_ensemble
+    from abaw.ensemble.manifest import ensemble_dir
 
     manifest, _, pred = load_ensemble(str(src), runs)
+    check_finite(pred, ensemble_dir(runs, str(src)) / "predictions-test.npz")
     return pred, manifest, name or str(src)
 
 

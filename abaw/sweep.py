@@ -174,12 +174,25 @@ def _parse_param(name: str, spec: Any, where: str) -> ParamSpec:
     return ParamSpec(name, kind, low, high, log, step)
 
 
+def _sweeps_near(path: Path) -> str:
+    """'; sweeps in DIR: a.toml, b.toml' (closest name first) for a mistyped sweep path."""
+    import difflib
+
+    for folder in (path.parent, Path("sweeps")):
+        found = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+        if found:
+            names = [f.name for f in found]
+            close = difflib.get_close_matches(path.name, names, n=len(names), cutoff=0.0)
+            return f"; sweeps in {folder}: {', '.join(close)} (closest first)"
+    return "; no sweep files (*.toml) next to it or in sweeps/"
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Parse and validate a sweep file; raise ConfigError naming the file and key on any mistake."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
-        raise ConfigError(f"{where}: sweep file not found")
+        raise ConfigError(f"{where}: sweep file not found{_sweeps_near(path)}")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from abaw.errors import AbawError, ConfigError
+from abaw.io import folder_problem, writable_dir
 from abaw.track import get_track
 
 
@@ -49,8 +50,12 @@ def synth(
             f"(its options: {', '.join(tr.synth_options) or 'none'})"
         )
     out = Path(out)
+    bad = folder_problem(out, "a folder for the data set (--out)")
+    if bad is not None:
+        raise bad
     if out.exists() and any(out.iterdir()) and not force:
         raise AbawError(f"{out}: folder is not empty; choose another --out or pass --force")
+    writable_dir(out, "data set folder (--out)")
     return tr.synth(
         out, scale=scale, seed=seed, difficulty=difficulty, features=features, **options
     )

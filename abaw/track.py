@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # kept out of the import so `abaw --help` and `abaw synth` st
     import torch
     from torch import nn
 
+    from abaw.extraction import ExtractedRows, ExtractPlan, ExtractTarget
     from abaw.findings import InspectReport
     from abaw.metrics import Score
     from abaw.predictions import Predictions
@@ -67,6 +68,7 @@ class DemoVariant:
     study: str  # sweep file sweeps/<study>.toml; also the study's name
     pins: dict[str, Any] = field(default_factory=dict)  # settings pinned (left out of the search)
     share: float = 1.0  # share of the track's tuning budget
+    features: tuple[str, ...] = ()  # feature sets it reads; the demo writes only those (): all
 
 
 @dataclass
@@ -164,10 +166,12 @@ class Track(Protocol):
     submission_options: tuple[str, ...]  # keyword options of write_/validate_submission
     demo_variants: tuple[DemoVariant, ...]  # what `abaw demo` tunes for this track
     demo_share: float  # this track's share of the demo's tuning budget
+    demo_disk_mb: dict[str, int]  # MB `abaw demo` writes for this track, per --scale (measured)
     title: str  # the name people use in messages, e.g. "ERI"
     split_by: str  # what `devel_halves` keeps on one side: "sample" | "video"
     ensemble_methods: tuple[str, ...]  # combination methods allowed, most recommended first
     score_label: str  # the per-column score in reports, e.g. "Pearson r"
+    extract_options: tuple[str, ...]  # keyword options `extract_plan` takes (abaw extract)
 
     def models(self) -> list[str]:
         """Names of the registered model variants."""
@@ -195,6 +199,15 @@ class Track(Protocol):
         data: Any = None,
     ) -> Task:
         """A Task for the trainer; reads the data unless `data` (from `load_data`) is given."""
+        ...
+
+    def data_identity(self, data: Any) -> dict[str, Any]:
+        """What makes a loaded data set (from `load_data`) the one a study was tuned on.
+
+        Plain JSON: `root` (resolved folder), `layout`, `splits` (split -> size), `unit`
+        (what `splits` counts, e.g. "samples"), `labels` (a hash of every key and label).
+        `abaw tune` records it and refuses to resume a study on another data set.
+        """
         ...
 
     def build_model(self, spec: dict[str, Any]) -> nn.Module:
@@ -291,6 +304,23 @@ class Track(Protocol):
         """
         ...
 
+    def extract_plan(self, data_dir: Path, *, name: str, **options: Any) -> ExtractPlan:
+        """`abaw extract`: the targets of feature set `name` (media in, file out) and how to
+        sample the media (abaw/extraction.py). `options` are the track's `extract_options`.
+
+        Raises DataError naming what is missing (an annotated video without frames, a sample
+        without media) before anything is computed.
+        """
+        ...
+
+    def write_extracted(self, target: ExtractTarget, rows: ExtractedRows, path: Path) -> int | None:
+        """Write one target's features to `path` in the layout the track's loader reads.
+
+        Returns the rows in the file, or None when the target gets no file (no rows). The
+        stage renames `path` into place, so a reader never sees a half-written file.
+        """
+        ...
+
 
 def get_track(name: str) -> Track:
     """The Track object registered as `name` in TRACKS."""
@@ -323,16 +353,20 @@ class DataCache:
     ) -> tuple[Task, float]:
         """A Task for `configs`, reading the data only on a miss; returns (task, set-up seconds)."""
         t0 = time.perf_counter()
+        data = self.load(track, data_dir, model, configs)
+        task = track.prepare(Path(data_dir), model, configs, device, data=data)
+        return task, time.perf_counter() - t0
+
+    def load(self, track: Track, data_dir: Path, model: str, configs: dict[str, Any]) -> Any:
+        """The data set `track.load_data` gives for these settings: kept, or read now and kept."""
         key = (track.name, str(Path(data_dir).resolve()), track.data_key(model, configs))
         if key in self._entries:
             self._entries.move_to_end(key)
-            data = self._entries[key]
             self.hits += 1
-        else:
-            data = track.load_data(Path(data_dir), model, configs)
-            self._entries[key] = data
-            self.loads += 1
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        task = track.prepare(Path(data_dir), model, configs, device, data=data)
-        return task, time.perf_counter() - t0
+            return self._entries[key]
+        data = track.load_data(Path(data_dir), model, configs)
+        self._entries[key] = data
+        self.loads += 1
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return data

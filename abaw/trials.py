@@ -12,6 +12,10 @@ Study user attributes (set by `abaw tune` when it creates the study):
     abaw_sweep, abaw_data                 absolute paths (informational)
     abaw_artifacts                        absolute path of the FileSystemArtifactStore root
     abaw_keep                             K of `--keep`: files are kept for the top-K completed trials
+    abaw_search, abaw_search_sha256       the search (sweep content + --set values); the sweep's hash
+    abaw_data_identity                    the data set: root, layout, split sizes, label hash
+                                          (`abaw tune` refuses to resume with another of either)
+    abaw_fixed_first                      True when the sweep's [fixed] trial was enqueued first
 
 Trial user attributes:
     abaw_kept            True when the trial's files were written (it entered the top-K on
@@ -24,6 +28,9 @@ Trial user attributes:
     abaw_setup_seconds   seconds to build the trial's task (data loaded once per worker)
     abaw_seed            the training seed of the trial (--seed, or seed + number per trial)
     abaw_fail_reason     one line (failed trials)
+    abaw_fixed_config    True on the trial `abaw tune` enqueued first in a new study: the
+                         sweep's [fixed] values of the searched keys (docs/tuning.md)
+    abaw_retry_of        the number of the interrupted (Ctrl-C) trial this one repeats
 
 An artifact ID is only ever written to a trial after its upload completed, so a
 recorded ID always points at a whole file.
@@ -42,6 +49,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from abaw.errors import AbawError, DataError
+from abaw.io import describe_path, ensure_dir
 from abaw.predictions import Predictions
 
 STUDY_TRACK = "abaw_track"
@@ -51,6 +59,10 @@ STUDY_SWEEP = "abaw_sweep"
 STUDY_DATA = "abaw_data"
 STUDY_ARTIFACTS = "abaw_artifacts"
 STUDY_KEEP = "abaw_keep"
+STUDY_SEARCH = "abaw_search"  # the search: sweep content and --set values (abaw/tune/identity.py)
+STUDY_SEARCH_SHA = "abaw_search_sha256"  # the sweep content's sha256: a resume must match it
+STUDY_DATA_ID = "abaw_data_identity"  # root, layout, split sizes, label fingerprint
+STUDY_FIXED_FIRST = "abaw_fixed_first"  # True once the [fixed] trial was enqueued (new study)
 
 TRIAL_KEPT = "abaw_kept"
 TRIAL_CHECKPOINT = "abaw_checkpoint"
@@ -60,6 +72,8 @@ TRIAL_SECONDS = "abaw_seconds"
 TRIAL_FAIL_REASON = "abaw_fail_reason"
 TRIAL_SETUP_SECONDS = "abaw_setup_seconds"
 TRIAL_SEED = "abaw_seed"  # the training seed of the trial (abaw tune --trial-seeds)
+TRIAL_FIXED_CONFIG = "abaw_fixed_config"  # the new study's first trial: the [fixed] values
+TRIAL_RETRY_OF = "abaw_retry_of"  # the interrupted trial a retry repeats (same parameters)
 
 SPLITS = ("devel", "test")
 
@@ -78,8 +92,7 @@ def default_artifacts_dir(runs: str | os.PathLike[str]) -> Path:
 
 def artifact_store(root: str | os.PathLike[str]) -> FileSystemArtifactStore:
     """A file-system artifact store rooted at `root` (created if missing)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_dir(root, "artifact folder (--artifacts)")
     return FileSystemArtifactStore(str(root))
 
 
@@ -152,8 +165,17 @@ def download_trial_file(
     if not artifact_id:
         raise AbawError(f"{where}: no {attr.removeprefix('abaw_')} file is recorded (not kept?)")
     root = _resolve_artifacts(study, artifacts)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = root / str(artifact_id)
+    if not src.is_file():
+        raise DataError(
+            src,
+            f"{where}: its {attr.removeprefix('abaw_').replace('_', ' ')} file is gone",
+            expected="the file `abaw tune` wrote to the artifact folder",
+            found=describe_path(src) or "nothing",
+            hint="Restore the artifact folder from a backup, or pass --artifacts DIR if it "
+            "moved (a resumed `abaw tune` lists every kept trial whose files are gone)",
+        )
+    dest = ensure_dir(Path(dest).parent, "temporary folder") / Path(dest).name
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     os.unlink(tmp)  # download_artifact refuses to overwrite

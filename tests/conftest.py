@@ -46,6 +46,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def require(module: str) -> object:
+    """`pytest.importorskip`, except under CI, where a missing optional package is a failure.
+
+    The extraction tests need the `extract` extra (PyAV, torchvision, OpenCV, scikit-image,
+    which `pip install -e ".[dev]"` brings); a developer's quick CPU install may lack them, a
+    CI run must not silently skip them.
+    """
+    if os.environ.get("CI"):
+        try:
+            return __import__(module)
+        except ImportError as e:
+            pytest.fail(f"{module} is required under CI (pip install -e '.[dev]'): {e}")
+    return pytest.importorskip(module)
+
+
 def _unavailable(reason: str):
     if os.environ.get("CI"):
         pytest.fail(f"PostgreSQL is required under CI but {reason}")

@@ -10,6 +10,7 @@ from abaw.cli import COMMANDS, build_parser, main
 CONTRACT = {
     "synth",
     "inspect",
+    "extract",
     "train",
     "tune",
     "studies",

@@ -1,7 +1,8 @@
 """Every shell command in README.md and docs/*.md runs, so the docs cannot rot (Contract D).
 
-One test per page: its ```bash blocks run in document order in a fresh temporary
-folder, each with `set -euo pipefail`, where `abaw` is this checkout's CLI and
+One test per page, plus one that runs every page in README's reading order in ONE folder
+(as a reader who follows the quickstart and then each page does). A page's ```bash blocks
+run in document order in a fresh temporary folder, each with `set -euo pipefail`, where `abaw` is this checkout's CLI and
 tiny synthetic data sets already sit at data/eri and data/expr. Budgets are
 rewritten to tiny ones (REWRITES). ```python blocks run too, each as its own
 script, on pages that opt in with `<!-- docs-test: python -->`.
@@ -23,6 +24,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,9 +259,14 @@ def _page_id(page: Path) -> str:
 
 def run_page(page: Path, tiny_data: Path, shim_bin: Path, workdir: Path) -> tuple[str, str]:
     """Run a page's blocks in order in `workdir`: ("pass" | "skip" | "xfail" | "fail", message)."""
-    todo = _runnable(page, parse_blocks(page))
+    return run_pages([page], tiny_data, shim_bin, workdir)
+
+
+def run_pages(pages: list[Path], tiny_data: Path, shim_bin: Path, workdir: Path) -> tuple[str, str]:
+    """Run the pages' blocks in order, all in one `workdir`, as a reader following them does."""
+    todo = [b for page in pages for b in _runnable(page, parse_blocks(page))]
     if not todo:
-        return "skip", f"{_page_id(page)} has no runnable block"
+        return "skip", f"{', '.join(map(_page_id, pages))}: no runnable block"
     _prepare(workdir, tiny_data, todo)
     env = _env(shim_bin)
     for block in todo:
@@ -280,17 +287,40 @@ def run_page(page: Path, tiny_data: Path, shim_bin: Path, workdir: Path) -> tupl
     return "pass", ""
 
 
+def reading_order() -> list[Path]:
+    """README, then the pages in the order README's documentation table links them (a
+    row's further links right after its first), then any page it does not list, by name."""
+    text = PAGES[0].read_text(encoding="utf-8")
+    table = text.split("## Documentation", 1)[-1]
+    order = [PAGES[0]]
+    for name in re.findall(r"\(docs/([\w.-]+\.md)(?:#[\w-]*)?\)", table):
+        page = ROOT / "docs" / name
+        if page in PAGES and page not in order:
+            order.append(page)
+    return order + [p for p in PAGES if p not in order]
+
+
+SEQUENCE = "reading order"  # the key of the one-folder run in page_outcomes
+
+
 @pytest.fixture(scope="session")
-def page_outcomes(request, tiny_data, shim_bin, tmp_path_factory) -> dict[Path, tuple[str, str]]:
-    """Run the selected pages, DOCS_JOBS at a time (each in its own folder and processes)."""
-    pages = [
+def page_outcomes(request, tiny_data, shim_bin, tmp_path_factory) -> dict[Any, tuple[str, str]]:
+    """Run the selected pages, DOCS_JOBS at a time (each in its own folder and processes),
+    and, when its test is selected, every page in reading order in one folder (one job)."""
+    names = {getattr(item, "originalname", "") for item in request.session.items}
+    pages: list[Any] = [
         item.callspec.params["page"]
         for item in request.session.items
         if getattr(item, "originalname", "") == "test_page_commands_run"
     ]
+    if "test_pages_in_reading_order_in_one_folder" in names:
+        pages.insert(0, SEQUENCE)  # the longest job first
     jobs = max(1, int(os.environ.get("ABAW_DOCS_JOBS", DOCS_JOBS)))
 
-    def one(page: Path) -> tuple[str, str]:
+    def one(page: Any) -> tuple[str, str]:
+        if page == SEQUENCE:
+            workdir = tmp_path_factory.mktemp("reading-order")
+            return run_pages(reading_order(), tiny_data, shim_bin, workdir)
         workdir = tmp_path_factory.mktemp(page.stem)
         return run_page(page, tiny_data, shim_bin, workdir)
 
@@ -313,6 +343,34 @@ def test_page_commands_run(page, page_outcomes):
         pytest.xfail(message)
     if status == "fail":
         pytest.fail(message, pytrace=False)
+
+
+def test_pages_in_reading_order_in_one_folder(page_outcomes):
+    """Every page's commands, in README's reading order, in ONE folder: what a reader who
+    follows the quickstart and then each page sees (no "exists; pass --force" half-way)."""
+    status, message = page_outcomes[SEQUENCE]
+    if status == "xfail":
+        pytest.xfail(message)
+    if status == "fail":
+        pytest.fail(message, pytrace=False)
+
+
+def test_reading_order_follows_the_readme():
+    order = [p.name for p in reading_order()]
+    assert order[:3] == ["README.md", "quickstart.md", "real-data.md"], order
+    assert order.index("tuning.md") < order.index("ensembling.md") < order.index("report.md")
+    assert sorted(order) == sorted(p.name for p in PAGES)
+
+
+def test_docs_cite_nothing_outside_the_repository():
+    """A reader has the repository, not the team's shared folder: facts live in docs/."""
+    found = [
+        f"{_page_id(p)}:{n}"
+        for p in PAGES
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if "../shared" in line or "../notes" in line
+    ]
+    assert not found, f"pages cite files outside the repository: {found}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)

@@ -283,7 +283,7 @@ def test_jobs_two_on_the_journal_default_and_studies_listing(eri, tmp_path):
     assert "database is locked" not in out.stderr
     study = load_study("tiny-lstm", runs=runs)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
-    assert out.stdout.count(" complete value ") == 4  # plain lines when not a terminal
+    assert out.stdout.count(" complete mean Pearson ") == 4  # plain lines when not a terminal
     _check_kept_files(study, runs / "artifacts")
     (row,) = study_rows(None, runs)
     assert row["track"] == "eri" and row["model"] == "lstm" and row["complete"] == 4
@@ -313,7 +313,7 @@ def test_two_workers_share_one_postgres_study(eri, tmp_path, postgres_url):
     assert len(finished) == 6
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
-    assert all(o[0].count(" complete value ") >= 1 for o in outs), "both workers ran trials"
+    assert all(o[0].count(" complete mean Pearson ") >= 1 for o in outs), "both workers ran trials"
     _check_kept_files(study, tmp_path / "runs" / "artifacts")
     assert len(T.kept_trials(study)) == 3
     logged = [
@@ -349,7 +349,9 @@ def test_sigkill_mid_trial_then_rerun_completes(eri, tmp_path, backend, request)
     storage = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     name = f"kill-{backend}-{uuid.uuid4().hex[:6]}"
     runs = tmp_path / "runs"
-    sweep = _sweep(tmp_path, name=name, epochs=30)
+    # 400 epochs (a few seconds a trial): the kill must land inside trial 1's training; with
+    # 30 epochs (under a second) the trial often finished between two polls.
+    sweep = _sweep(tmp_path, name=name, epochs=400)
     extra = ["--trials", "2", "--pruner", "none"] + (["--storage", storage] if storage else [])
     cmd = _tune_cmd(sweep, eri, runs, *extra)
     proc = subprocess.Popen(

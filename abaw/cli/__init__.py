@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 
@@ -57,6 +58,25 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int] | None:
     return getattr(importlib.import_module(module), func, None)
 
 
+def _omp_wait_policy() -> None:
+    """On a CPU that is already busy, idle OpenMP threads sleep instead of spinning.
+
+    Set before torch is imported. With the load average at or above the cores, spinning
+    threads take the cores from the working ones: an ERI fusion epoch took 10.6-37.8 s
+    instead of 3.3-3.6 s under load 5-6; on a quiet machine spinning is faster (0.8-1.1 s vs
+    1.5-1.8 s), so it stays the default there (docs/training.md). A user's own
+    OMP_WAIT_POLICY always wins.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    try:
+        busy = os.getloadavg()[0] >= len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `abaw` console script.
 
@@ -74,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    _omp_wait_policy()
     fn = _resolve(args._target)
     if fn is None:
         print(f"abaw {args._name}: not built yet in this version ({__version__}).", file=sys.stderr)
@@ -88,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system or the network refused: the environment, not a bug
+        if debug:
+            raise
+        from abaw.io import os_failure
+
+        _print_error(str(os_failure(e)))
+        return 1
     except Exception as e:  # the last resort: one line, not a traceback
         if debug:
             raise

@@ -17,7 +17,13 @@ TRACK_CHOICES = track_names()  # the one registry in abaw/track.py
 
 
 def _track(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--track", choices=TRACK_CHOICES, required=required, help="challenge track")
+    help = "challenge track" + (
+        ""
+        if required
+        else " (default: the one the study, ensemble, predictions or "
+        "submission records; needed only when none does)"
+    )
+    p.add_argument("--track", choices=TRACK_CHOICES, required=required, help=help)
 
 
 def _runs(p: argparse.ArgumentParser) -> None:
@@ -94,7 +100,13 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
 def _args_inspect(p: argparse.ArgumentParser) -> None:
     _track(p)
     p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
-    p.add_argument("--features", metavar="A,B", help="only these feature sets / backbones")
+    p.add_argument(
+        "--features",
+        metavar="A,B",
+        help="only these feature sets / backbones; ERI sets of your own with their modality, "
+        "as data.features takes them: --features 'DeepSpectrum,MyNet=visual' "
+        "(or '{MyNet = \"visual\"}')",
+    )
     p.add_argument(
         "--test-frames",
         metavar="FILE",
@@ -171,6 +183,12 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="keep checkpoint + predictions of the top K completed trials (default 10)",
     )
+    g.add_argument(
+        "--data-moved",
+        action="store_true",
+        help="resume a study whose data set (same layout, split sizes and labels) now lies at "
+        "another path, e.g. moved or mounted elsewhere on another machine",
+    )
     g = p.add_argument_group("search")
     g.add_argument(
         "--sampler",
@@ -195,6 +213,20 @@ def _args_tune(p: argparse.ArgumentParser) -> None:
         help="fixed (default): every trial trains with --seed; per-trial: trial k trains "
         "with seed + k, so the top trials are different initialisations",
     )
+    g.add_argument(
+        "--no-default-first",
+        dest="default_first",
+        action="store_false",
+        help="a new study's first trial is the sweep's [fixed] configuration, so a few trials "
+        "never end below the defaults; this flag lets the sampler choose it",
+    )
+    g.add_argument(
+        "--no-retry-interrupted",
+        dest="retry_interrupted",
+        action="store_false",
+        help="on resume, trials stopped by Ctrl-C run again with the same parameters; this "
+        "flag leaves them failed",
+    )
     _overrides(p, "pin a setting for every trial (removed from the search space)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
@@ -205,7 +237,7 @@ def _args_studies(p: argparse.ArgumentParser) -> None:
 
 
 def _args_ensemble(p: argparse.ArgumentParser) -> None:
-    _track(p)
+    _track(p, required=False)
     g = p.add_argument_group("members")
     g.add_argument(
         "--studies", metavar="A,B", default="", help="comma-separated study names (kept trials)"
@@ -250,10 +282,16 @@ def _args_ensemble(p: argparse.ArgumentParser) -> None:
         "--name", required=True, help="name of the ensemble (folder under <runs>/ensembles/)"
     )
     p.add_argument("--force", action="store_true", help="replace an ensemble of the same name")
+    p.add_argument(
+        "--keep-ensemble",
+        action="store_true",
+        help="write the ensemble even when its honest gain over the best single member is "
+        "not positive (default: then the best single member is written and submitted)",
+    )
 
 
 def _args_submit(p: argparse.ArgumentParser) -> None:
-    _track(p)
+    _track(p, required=False)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ensemble", metavar="NAME", help="an ensemble made by `abaw ensemble`")
     src.add_argument("--predictions", metavar="FILE", help="a test-split predictions .npz")
@@ -265,13 +303,12 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
         "--format",
         dest="fmt",
         choices=("single", "per-video"),
-        default="single",
-        help="Expr: one file in frame-list order (ABAW5/6) or one <video>.txt per video (ABAW3/4)",
+        help="Expr: one file in frame-list order (ABAW5/6; the default) or one <video>.txt per "
+        "video (ABAW3/4)",
     )
     p.add_argument(
         "--id-style",
         choices=("as-data", "bracketed", "bare"),
-        default="as-data",
         help="ERI: File_IDs as spelled in the data (default), or forced to [00000] / 00000",
     )
     p.add_argument(
@@ -287,7 +324,7 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
 
 
 def _args_validate(p: argparse.ArgumentParser) -> None:
-    _track(p)
+    _track(p, required=False)
     p.add_argument("path", metavar="PATH", help="submission file, folder of <video>.txt, or zip")
     p.add_argument(
         "--data", required=True, metavar="DIR", help="data set root (for the expected IDs / frames)"
@@ -333,7 +370,9 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
         help="wall-clock budget for all tuning (default 8: the whole demo in about 10 min "
         "on a 2-core CPU); more minutes = more trials, up to 12 per variant",
     )
-    p.add_argument("--jobs", type=int, help="trials in parallel (default: 2 on 2+ cores)")
+    p.add_argument(
+        "--jobs", type=int, help="trials in parallel (default: 2 on 2+ cores; 1 with --scale tiny)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the search")
     p.add_argument(
@@ -341,6 +380,89 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
         choices=("small", "tiny"),
         default="small",
         help="small: the demo; tiny: a smoke test in well under a minute",
+    )
+
+
+def _args_extract(p: argparse.ArgumentParser) -> None:
+    _track(p)
+    p.add_argument("--data", required=True, metavar="DIR", help="data set root folder")
+    p.add_argument("--name", required=True, metavar="FEATURE", help="feature set (folder) to write")
+    g = p.add_argument_group("media")
+    g.add_argument(
+        "--images",
+        metavar="DIR",
+        help="Expr: the cropped-aligned frames, <DIR>/<video>/00001.jpg "
+        "(default: <data>/cropped_aligned)",
+    )
+    g.add_argument("--videos", metavar="DIR", help="ERI: the folder of <id>.mp4 files")
+    g.add_argument(
+        "--audio",
+        choices=("deepspectrum",),
+        help="ERI: audio features instead of faces (DeepSpectrum: mel spectrogram images "
+        "through an ImageNet CNN)",
+    )
+    g.add_argument(
+        "--fps", type=float, metavar="F", help="ERI faces: frames per second sampled (default 4)"
+    )
+    g.add_argument(
+        "--window", type=float, metavar="S", help="ERI audio: window in seconds (default 1)"
+    )
+    g.add_argument("--hop", type=float, metavar="S", help="ERI audio: hop in seconds (default 0.5)")
+    g.add_argument(
+        "--sample-rate", type=int, metavar="HZ", help="ERI audio: resample to HZ (default: as is)"
+    )
+    g.add_argument(
+        "--reference",
+        action="store_true",
+        help="ERI audio: draw each spectrogram with matplotlib as the original DeepSpectrum "
+        "does (slow; the default torch path matches it, correlation >= 0.99)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--backbone",
+        metavar="ARCH",
+        help="torchvision:NAME, timm:NAME, inception_resnet_v1 or file:PATH (TorchScript / "
+        "torch.export); default for --audio: torchvision:densenet121",
+    )
+    g.add_argument(
+        "--weights", metavar="FILE", help="local weights file (.pth/.pt or .safetensors)"
+    )
+    g.add_argument("--input-size", type=int, metavar="N", help="input side in pixels")
+    g.add_argument("--mean", type=float, nargs=3, metavar="M", help="input mean per channel")
+    g.add_argument("--std", type=float, nargs=3, metavar="S", help="input std per channel")
+    g = p.add_argument_group("faces (ERI videos)")
+    g.add_argument(
+        "--detector",
+        choices=("haar", "yunet"),
+        default="haar",
+        help="haar (default: ships in the OpenCV wheel) or yunet (your ONNX file)",
+    )
+    g.add_argument("--detector-weights", metavar="FILE", help="cascade XML or YuNet ONNX file")
+    g.add_argument(
+        "--face-margin", type=float, metavar="X", help="crop side / detected side (haar: 1.1)"
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA, float32 on CPU",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="decoding processes (default: cores - 1, at most 8; 0 = in this process)",
+    )
+    g.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="take every N-th target from the I-th: N processes or machines cover the set",
+    )
+    g.add_argument(
+        "--force", action="store_true", help="extract the whole set again (not with --shard)"
     )
 
 
@@ -362,6 +484,16 @@ COMMANDS: tuple[Command, ...] = (
         "abaw synth --track eri --out data/eri-small --scale small --seed 0",
         _args_synth,
         "abaw.cli.commands:synth",
+    ),
+    Command(
+        "extract",
+        "turn the challenge's media into feature files (faces, backbones, DeepSpectrum audio)",
+        "abaw extract --track expr --data data/expr --backbone inception_resnet_v1 "
+        "--weights 20180402-114759-vggface2.pt --name IRv1-VGGFace2\n"
+        "  abaw extract --track eri --data data/eri --videos data/eri-videos "
+        "--audio deepspectrum --weights densenet121-a639ec97.pth --name DeepSpectrum",
+        _args_extract,
+        "abaw.cli.commands:extract",
     ),
     Command(
         "inspect",
@@ -394,21 +526,21 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "ensemble",
         "combine the best trials of one or more studies (and prediction files), with an honest gain",
-        "abaw ensemble --track eri --studies eri-fusion-mean,eri-pooled --top-k 5 --method greedy --name final",
+        "abaw ensemble --studies eri-fusion-mean,eri-pooled --top-k 5 --method greedy --name final",
         _args_ensemble,
         "abaw.cli.commands:ensemble",
     ),
     Command(
         "submit",
         "write a validated challenge submission from an ensemble or predictions",
-        "abaw submit --track eri --ensemble final --data data/eri-small",
+        "abaw submit --ensemble final --data data/eri-small",
         _args_submit,
         "abaw.cli.commands:submit",
     ),
     Command(
         "validate",
         "check a submission file as the challenge server would (exit 0 = accepted)",
-        "abaw validate --track eri submissions/final/predictions.csv --data data/eri-small",
+        "abaw validate submissions/final/predictions.csv --data data/eri-small",
         _args_validate,
         "abaw.cli.commands:validate",
     ),

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from abaw.console import console, err_console, escape
+from abaw.metrics import metric_label
 from abaw.problems import SHOWN, Problem, total
 
 
@@ -70,18 +71,21 @@ def studies(rows: list[dict[str, Any]], where: str) -> None:
     def params(r: dict[str, Any]) -> str:
         return " ".join(f"{k}={fmt_value(v)}" for k, v in r["best_params"].items())
 
+    def metric(r: dict[str, Any]) -> str:
+        return metric_label(r.get("metric"))
+
     if not sys.stdout.isatty():
         for r in rows:
             best = (
                 "-"
                 if r["best_value"] is None
-                else f"{r['best_value']:.4f} (trial {r['best_trial']})"
+                else f"{metric(r)} {r['best_value']:.4f} (trial {r['best_trial']})"
             )
             counts = " ".join(f"{s} {r[s]}" for s in states)
             print(f"{r['study']}  {r['track']}/{r['model']}  {counts}  best {best}  {params(r)}")
         return
     table = Table(title=f"studies in {where}")
-    for col in ("study", "track", "model", *states, "best", "best params"):
+    for col in ("study", "track", "model", *states, "metric", "best", "best params"):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -89,19 +93,36 @@ def studies(rows: list[dict[str, Any]], where: str) -> None:
             r["track"],
             r["model"],
             *[str(r[s]) for s in states],
+            metric(r),
             "" if r["best_value"] is None else f"{r['best_value']:.4f} (#{r['best_trial']})",
             params(r),
         )
     console.print(table)
 
 
+def _weight(e: dict[str, Any], key: str = "weight") -> str:
+    """A member's weight; 0 reads "0 (not used)", so nobody takes it for a rounding."""
+    w = e.get(key)
+    if w is None:
+        return ""
+    return f"{w:.3f}" if w > 0 else "0 (not used)"
+
+
 def ensemble(manifest: dict[str, Any], members: Sequence[Any] | None = None) -> None:
-    """Each member's devel score and weight, then best single / ensemble, plain and honest."""
+    """Each member's devel score and weight, then best single / ensemble, plain and honest,
+    then the verdict: one line with both honest numbers and what was written."""
+    from abaw.ensemble.verdict import verdict_of
+    from abaw.metrics import metric_label
+
     sc = manifest["scores"]
-    t = Table(title=f"ensemble {manifest['name']} ({manifest['track']}, {manifest['metric']})")
+    label = metric_label(manifest.get("metric"))
+    fallback = any("ensemble_weight" in e for e in manifest["members"])
+    t = Table(title=f"ensemble {manifest['name']} ({manifest['track']}, devel {label})")
     for col, just in (("member", "left"), ("source", "left"), ("devel", "right")):
         t.add_column(col, justify=just)
     t.add_column("weight", justify="right")
+    if fallback:
+        t.add_column("ensemble weight (not written)", justify="right")
     names = (
         [m.name for m in members]
         if members
@@ -111,9 +132,12 @@ def ensemble(manifest: dict[str, Any], members: Sequence[Any] | None = None) -> 
         ]
     )
     for n, e in zip(names, manifest["members"], strict=True):
-        t.add_row(n, e["source"], f"{e['devel_score']:.4f}", f"{e['weight']:.3f}")
+        row = [n, e["source"], f"{e['devel_score']:.4f}", _weight(e)]
+        t.add_row(*row, *([_weight(e, "ensemble_weight")] if fallback else []))
     console.print(t)
-    s = Table(title="scores (honest = fitted on one half of devel, scored on the other, both ways)")
+    s = Table(
+        title=f"{label} (honest = fitted on one half of devel, scored on the other, both ways)"
+    )
     for col in ("", "devel (selection set)", "honest"):
         s.add_column(col, justify="right" if col else "left")
     s.add_row(
@@ -122,7 +146,7 @@ def ensemble(manifest: dict[str, Any], members: Sequence[Any] | None = None) -> 
         f"{sc['honest_best_single']:.4f}",
     )
     s.add_row(
-        f"ensemble ({manifest['method_used']})",
+        f"ensemble ({manifest.get('ensemble_method_used', manifest['method_used'])})",
         f"{sc['ensemble_devel']:.4f}",
         f"{sc['honest_ensemble']:.4f}",
     )
@@ -137,8 +161,12 @@ def ensemble(manifest: dict[str, Any], members: Sequence[Any] | None = None) -> 
             f"{pp['smoothing']['width']}; class offsets: {offs or 'none'}",
             soft_wrap=True,
         )
+    verdict = verdict_of(manifest)
     for note in manifest.get("notes", []):
-        line(f"note: {note}")
+        if note != verdict.get("line"):
+            line(f"note: {note}")
+    if verdict:
+        line(("" if verdict["ensemble_wins"] else "WARNING: ") + verdict["line"])
 
 
 def submitted(res: Any) -> None:
@@ -193,42 +221,65 @@ def _f(x: float | None) -> str:
 
 
 def demo_summary(results: list[Any], seconds: float) -> None:
-    """The demo's closing table: every variant, the ensemble, test truth, and the files."""
+    """The demo's closing table: every variant, the verdict, test truth, and the files."""
+    from abaw.metrics import metric_label
+
     t = Table(title=f"abaw demo: {seconds / 60:.1f} min", title_justify="left")
     for col, just in (
-        ("track", "left"),
+        ("track (metric)", "left"),
         ("model", "left"),
         ("trials (done / pruned)", "right"),
         ("devel", "right"),
         ("% of oracle", "right"),
         ("honest devel", "right"),
+        ("honest gain", "right"),
         ("test (synthetic truth)", "right"),
+        ("submitted", "left"),
     ):
         t.add_column(col, justify=just)
     for r in results:
+        track = f"{r.track} ({metric_label(r.metric)})"
         for v in r.variants:
             t.add_row(
-                r.track, v.study, f"{v.complete} / {v.pruned}", _f(v.best),
-                _pct(v.best, r.oracle_devel), "", "",
+                track, v.study, f"{v.complete} / {v.pruned}", _f(v.best),
+                _pct(v.best, r.oracle_devel), "", "", "", "",
             )  # fmt: skip
-        s = r.ensemble
+        s, verdict = r.ensemble, r.verdict
+        single = verdict.get("written") == "best_single"
+        gain = verdict.get("honest_gain")
+        word = "" if not verdict else (" wins" if verdict.get("ensemble_wins") else " loses")
         t.add_row(
-            r.track, f"best single ({s.get('best_single_member', '?')})", "",
+            track, f"best single ({s.get('best_single_member', '?')})", "",
             _f(s.get("best_single_devel")), _pct(s.get("best_single_devel"), r.oracle_devel),
-            _f(s.get("honest_best_single")), _f(r.best_single_test),
+            _f(s.get("honest_best_single")), "", _f(r.best_single_test),
+            "yes (+ post-processing)" if single else "",
         )  # fmt: skip
         t.add_row(
-            r.track, "[bold]ensemble[/]", "", _f(s.get("ensemble_devel")),
+            track, f"[bold]ensemble[/] (greedy){word}", "", _f(s.get("ensemble_devel")),
             _pct(s.get("ensemble_devel"), r.oracle_devel), _f(s.get("honest_ensemble")),
-            _f(r.ensemble_test),
+            "" if gain is None else f"{gain:+.4f}", _f(r.ensemble_test),
+            "" if single else "yes",
         )  # fmt: skip
         t.add_row(
-            r.track, "oracle (ceiling)", "", _f(r.oracle_devel), "100 %", "",
-            _f(r.oracle_test),
+            track, "oracle (ceiling)", "", _f(r.oracle_devel), "100 %", "", "", _f(r.oracle_test), ""
         )  # fmt: skip
         t.add_section()
     console.print(t)
     for r in results:
+        if r.verdict:
+            line(f"{r.track}: {r.verdict['line']}")
+        for v in r.variants:
+            first = (
+                ""
+                if v.fixed_first is None
+                else f"; first trial ([fixed] values) {v.fixed_first:.4f}"
+            )
+            line(f"{r.track} {v.study}: {v.pruning()}{first}")
+    for r in results:
+        if r.submitted_test is not None:
+            line(
+                f"{r.track} submitted predictions score {r.submitted_test:.4f} on the synthetic test truth"
+            )
         console.print(f"{r.track} submission: {escape(str(r.zip))} (validated: {r.valid})")
         for p in r.submission[:3]:
             console.print(f"  {escape(str(p))}")

@@ -26,7 +26,9 @@ from abaw.ensemble.recipes import (
     check_method,
     make_recipe,
 )
+from abaw.ensemble.verdict import BEST_SINGLE, Verdict, record_written, selection_entry
 from abaw.errors import AbawError, ConfigError
+from abaw.io import writable_dir
 from abaw.predictions import Predictions
 from abaw.track import Track, get_track
 
@@ -39,8 +41,10 @@ class EnsembleResult:
     devel: Predictions
     test: Predictions | None
     members: list[Member]
-    pipeline: Pipeline  # the fitted recipe and post-processing (`stream_test` applies it)
+    pipeline: Pipeline  # what is written: recipe + post-processing (`stream_test` applies it)
     out_dir: Path | None = None
+    verdict: Verdict | None = None  # the honest comparison, and whether the ensemble was written
+    ensemble: Pipeline | None = None  # the fitted ensemble, also when it lost and is not written
 
 
 def build_ensemble(
@@ -59,11 +63,14 @@ def build_ensemble(
     seed: int = 0,
     members: list[Member] | None = None,
     write: bool = True,
+    keep_ensemble: bool = False,
 ) -> EnsembleResult:
     """Collect members, fit the recipe on devel, estimate the honest gain, stream the test side.
 
     Writes `<runs>/ensembles/<name>/` (predictions-devel.npz, predictions-test.npz,
     manifest.json) atomically unless `write` is False; refuses to replace it without `force`.
+    When the honest gain is not positive the written predictions are the best single
+    member's (same post-processing), unless `keep_ensemble` (verdict.py).
     """
     tr = get_track(track)  # an unknown track is a ConfigError naming the registered ones
     check_method(tr, method)
@@ -72,6 +79,8 @@ def build_ensemble(
     out_dir = ensemble_dir(runs, name)
     if write and out_dir.exists() and not force:
         raise AbawError(f"{out_dir} exists; choose another --name or pass --force to replace it")
+    if write:  # a file or read-only folder in the way: said now, not after the fitting
+        writable_dir(out_dir.parent, "ensembles folder (<runs>/ensembles)")
     if members is None:
         members = collect_members(
             track,
@@ -82,7 +91,9 @@ def build_ensemble(
             artifacts=artifacts,
             files=predictions,
         )
-    result = fit_devel(tr, members, name=name, method=method, post=post, seed=seed)
+    result = fit_devel(
+        tr, members, name=name, method=method, post=post, seed=seed, keep=keep_ensemble
+    )
     if write:
         result.test = write_ensemble(
             out_dir,
@@ -97,9 +108,17 @@ def build_ensemble(
 
 
 def fit_devel(
-    track: Track, members: list[Member], *, name: str, method: str, post: bool, seed: int
+    track: Track,
+    members: list[Member],
+    *,
+    name: str,
+    method: str,
+    post: bool,
+    seed: int,
+    keep: bool = False,
 ) -> EnsembleResult:
-    """The devel side: members aligned and scored, the pipeline fitted, the honest estimate."""
+    """The devel side: members aligned and scored, the pipeline fitted, the honest estimate,
+    and the verdict: the ensemble, or the best single member when the ensemble does not win."""
     labels = _scored_devel(track, members)
     ref = members[0].devel
     xs = [m.devel.values for m in members]
@@ -127,9 +146,27 @@ def fit_devel(
         halves=halves,
         seed=seed,
     )
-    meta = {"ensemble": name, "method": fitted.recipe.method_used_}
+    names = [m.name for m in members]
+    selection = selection_entry(fitted.recipe, names)
+    if selection:
+        manifest["selection"] = selection
+    sc = manifest["scores"]
+    verdict = Verdict(
+        sc["honest_ensemble"],
+        sc["honest_best_single"],
+        sc["best_single_member"],
+        len(members),
+        keep,
+    )
+    written = fitted
+    if verdict.written == BEST_SINGLE:
+        written = single.clone().fit(xs, labels, ref.keys)
+        dev_values = written.predict(xs, ref.keys)
+    written_score = track.score_values(labels, dev_values, ref.columns)
+    record_written(manifest, verdict, written=written, written_score=written_score)
+    meta = {"ensemble": name, "method": manifest["method_used"]}
     devel = Predictions(track.name, "devel", dict(ref.keys), dev_values, ref.columns, labels, meta)
-    return EnsembleResult(manifest, devel, None, members, fitted)
+    return EnsembleResult(manifest, devel, None, members, written, verdict=verdict, ensemble=fitted)
 
 
 def _scored_devel(track: Track, members: list[Member]) -> np.ndarray:

@@ -22,7 +22,7 @@ from abaw.ensemble.predictions import Member
 from abaw.ensemble.recipes import Pipeline
 from abaw.ensemble.stream import stream_test
 from abaw.errors import AbawError, ConfigError, DataError
-from abaw.io import atomic_dir, safe_name
+from abaw.io import atomic_dir, ensure_dir, safe_name
 from abaw.metrics import Score
 from abaw.predictions import Predictions
 from abaw.track import Track
@@ -148,7 +148,7 @@ def write_ensemble(
     test.meta = dict(devel.meta)
     manifest["test_rows"] = len(test)
     manifest["test_keys_sha256"] = keys_sha256(test.keys)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir.parent, "ensembles folder")
     if out_dir.exists() and not force:
         raise AbawError(f"{out_dir} exists; pass --force to replace it")
     with atomic_dir(out_dir) as tmp:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from abaw.errors import AbawError, DataError
+from abaw.errors import AbawError, ConfigError, DataError
 from abaw.io import read_npy_header
-from abaw.predictions import Predictions, describe_row, match_rows
+from abaw.predictions import Predictions, check_finite, describe_row, match_rows
 from abaw.track import get_track
 
 
@@ -81,8 +81,7 @@ def check_member(pred: Predictions, track: str, split: str, what: str) -> None:
     expected = tuple(get_track(track).keys)
     if tuple(pred.keys) != expected:
         raise AbawError(f"{what}: key columns {list(pred.keys)}, expected {list(expected)}")
-    if not np.isfinite(pred.values).all():
-        raise AbawError(f"{what}: {split} predictions contain NaN or inf")
+    check_finite(pred, what)
 
 
 def align_to(pred: Predictions, ref_keys: dict[str, np.ndarray], what: str) -> Predictions:
@@ -124,6 +123,44 @@ def align_to(pred: Predictions, ref_keys: dict[str, np.ndarray], what: str) -> P
         None if pred.labels is None else pred.labels[take],
         pred.meta,
     )
+
+
+def check_test_rows(
+    name: str,
+    p: Predictions,
+    ref_keys: dict[str, np.ndarray] | None,
+    ref_columns: tuple[str, ...] = (),
+) -> Predictions:
+    """A member's test predictions checked against the first member's keys and columns
+    (None: this is the first): not empty, the same columns, the same rows. Returns them
+    aligned to `ref_keys`."""
+    if ref_keys is None:
+        if len(p) == 0:
+            raise AbawError(f"{name}: the test predictions are empty (no test rows)")
+        return p
+    if p.columns != ref_columns:
+        raise AbawError(
+            f"{name}: test columns {list(p.columns)} differ from the first member's "
+            f"{list(ref_columns)}"
+        )
+    return align_to(p, ref_keys, f"{name} (test)")
+
+
+def check_test_files(members: Sequence[Member]) -> None:
+    """Read every member's test file once, whatever weight the recipe will give it.
+
+    Why at collection: a teammate's file that misses test IDs must be refused even when
+    greedy selection would give it weight 0 (it is still listed as a member), and before
+    minutes of fitting rather than after. Memory: one member's test arrays at a time, plus
+    the first member's keys.
+    """
+    ref_keys: dict[str, np.ndarray] | None = None
+    cols: tuple[str, ...] = ()
+    for mem in members:
+        p = check_test_rows(mem.name, mem.load_test(), ref_keys, cols)
+        if ref_keys is None:
+            ref_keys, cols = p.keys, p.columns
+        del p
 
 
 def attach(first: Member, mem: Member) -> None:
@@ -227,6 +264,7 @@ def collect_members(
 ) -> list[Member]:
     """Members from studies' kept trials (best first) and from prediction files."""
     runs = Path(runs)
+    _refuse_repeats(studies, files)
     members: list[Member] = []
     for name in studies:
         for mem in _study_members(track, name, top_k, list(storages) or [None], runs, artifacts):
@@ -235,7 +273,23 @@ def collect_members(
         _append(members, _file_member(track, f))
     if not members:
         raise AbawError("no members: name --studies and/or --predictions")
+    check_test_files(members)
     return members
+
+
+def _refuse_repeats(studies: Sequence[str], files: Sequence[str | os.PathLike[str]]) -> None:
+    """A study or file named twice would count every one of its members twice, silently."""
+    seen: dict[str, str] = {}
+    named = [(s, f"--studies names {s!r}") for s in studies]
+    named += [(str(Path(f).resolve()), f"--predictions names {str(f)!r}") for f in files]
+    for key, shown in named:
+        if key in seen:
+            again = "" if seen[key] == shown else f" (also as {seen[key].split(' names ')[1]})"
+            raise ConfigError(
+                f"{shown} twice{again}: every member of it would count twice; name each "
+                "study and prediction file once"
+            )
+        seen[key] = shown
 
 
 def _study_members(

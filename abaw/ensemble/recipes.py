@@ -51,6 +51,21 @@ def combine(weights: np.ndarray, intercept: np.ndarray, xs: Sequence[np.ndarray]
 
 def greedy_counts(xs: Sequence[np.ndarray], score: Scorer, n_init: int, steps: int) -> np.ndarray:
     """Caruana ensemble selection with replacement; returns counts of the best prefix."""
+    picks, _, kept = greedy_path(xs, score, n_init, steps)
+    return np.bincount(picks[:kept], minlength=len(xs)).astype(np.float64)
+
+
+def greedy_path(
+    xs: Sequence[np.ndarray], score: Scorer, n_init: int, steps: int
+) -> tuple[list[int], list[float], int]:
+    """The selection trajectory: (member picked at each step, score after it, steps kept).
+
+    Starts from the `n_init` best members (best first), then adds, with replacement, the
+    member whose addition scores best; the kept prefix is the shortest with the best score.
+    A member that is never picked gets weight 0 although it may score well alone: at every
+    step another member raised the score more (a near copy of a member already in adds
+    little; a weaker but different one can add more). The report shows this trajectory.
+    """
     m = len(xs)
     single = np.array([score(x) for x in xs])
     order = np.argsort(-single, kind="stable")
@@ -69,7 +84,7 @@ def greedy_counts(xs: Sequence[np.ndarray], score: Scorer, n_init: int, steps: i
         total += xs[j]
         traj.append(cand[j])
     best = int(np.argmax(traj))  # first maximum: the shortest best prefix
-    return np.bincount(picks[: best + 1], minlength=m).astype(np.float64)
+    return picks, [float(x) for x in traj], best + 1
 
 
 class Recipe:
@@ -94,6 +109,7 @@ class Recipe:
         self.weights_ = np.zeros((0, 0))
         self.intercept_ = np.zeros(0)
         self.counts_: np.ndarray | None = None
+        self.selection_: dict[str, Any] | None = None  # greedy: the selection trajectory
         self.method_used_ = self.method
         self.notes_: list[str] = []
 
@@ -150,7 +166,10 @@ class GreedyRecipe(Recipe):
     def fit(self, xs: Sequence[np.ndarray], labels: np.ndarray) -> GreedyRecipe:
         m, c = len(xs), xs[0].shape[1]
         steps = 2 * m if self.steps is None else self.steps
-        counts = greedy_counts(xs, self.scorer(labels), self.n_init, steps)
+        picks, scores, kept = greedy_path(xs, self.scorer(labels), self.n_init, steps)
+        counts = np.bincount(picks[:kept], minlength=m).astype(np.float64)
+        self.selection_ = {"start": min(self.n_init, m), "picks": picks, "scores": scores}
+        self.selection_["kept"] = kept
         self.notes_ = []
         self._set(np.repeat((counts / counts.sum())[:, None], c, 1), np.zeros(c), counts, "greedy")
         return self

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from abaw.ensemble.predictions import Member, align_to
+from abaw.ensemble.predictions import Member, check_test_rows
 from abaw.ensemble.recipes import Pipeline
 from abaw.errors import AbawError
 from abaw.predictions import Predictions
@@ -33,17 +33,13 @@ def stream_test(track: str, members: Sequence[Member], pipeline: Pipeline) -> Pr
         if not w.any():
             continue
         p = mem.load_test()
+        p = check_test_rows(mem.name, p, ref_keys, cols)
         if ref_keys is None:
-            if len(p) == 0:
-                raise AbawError(f"{mem.name}: the test predictions are empty (no test rows)")
             ref_keys, cols = p.keys, p.columns
             total = np.empty(p.values.shape, np.float32)
             total[:] = recipe.intercept_.astype(np.float32)
             buf = np.empty_like(total)
         else:
-            if p.columns != cols:
-                raise AbawError(f"{mem.name}: test columns {list(p.columns)} differ")
-            p = align_to(p, ref_keys, f"{mem.name} (test)")
             p.keys = ref_keys  # release this member's own key arrays before reading its values
         np.multiply(p.values, w.astype(np.float32), out=buf)
         total += buf

@@ -20,7 +20,15 @@ from joblib import Parallel, delayed
 from abaw.console import progress
 from abaw.eri import MODALITIES
 from abaw.errors import ConfigError, DataError
-from abaw.io import UTF8_HINT, decode_error, os_error, path_error, reading
+from abaw.io import (
+    UTF8_HINT,
+    decode_error,
+    folder_problem,
+    list_dir,
+    os_error,
+    path_error,
+    reading,
+)
 
 N_META = 2  # leading metadata columns of every feature CSV (e.g. id and timestamp)
 KNOWN_MODALITIES: dict[str, str] = {
@@ -257,11 +265,14 @@ def check_id(path: Path, lineno: int, column: str, file_id: str) -> DataError | 
 def find_feature_root(root: Path, layout: str) -> Path:
     """`feats/` or `features/` if present, else the one subfolder holding <Feature>/<id>.csv folders."""
     for name in ("feats", "features"):
+        bad = folder_problem(root / name, "the features folder")
+        if bad is not None:
+            raise bad
         if (root / name).is_dir():
             return root / name
     candidates = [
         d
-        for d in sorted(root.iterdir())
+        for d in list_dir(root, "the ERI data set folder")
         if d.is_dir()
         and not d.name.startswith(".")
         and any(sub.is_dir() and any(sub.glob("*.csv")) for sub in d.iterdir())
@@ -281,7 +292,11 @@ def resolve_features(
     feat_root: Path, features: list[str] | dict[str, str] | None
 ) -> dict[str, str]:
     """Feature name -> modality; unknown names need an explicit mapping."""
-    found = sorted(d.name for d in feat_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = [
+        d.name
+        for d in list_dir(feat_root, "the features folder")
+        if d.is_dir() and not d.name.startswith(".")
+    ]
     if features is None:
         features = [f for f in found if f in KNOWN_MODALITIES]
     mapping = feature_mapping(features)
@@ -300,7 +315,9 @@ def resolve_features(
             )
         if not modality:
             raise ConfigError(
-                f"feature set {name!r} has no known modality; pass features as a mapping name -> 'audio'|'visual' "
+                f"feature set {name!r} has no known modality; name it: "
+                f"abaw inspect --features '{name}=visual' (or audio), and in a sweep "
+                f'data.features = {{ {_toml_key(name)} = "visual" }} '
                 f"(known: {', '.join(KNOWN_MODALITIES)}; folders in {feat_root}: {', '.join(found)})"
             )
         if modality not in MODALITIES:
@@ -329,8 +346,8 @@ def features_fix(found: list[str]) -> str:
 
 def feature_mapping(features: list[str] | dict[str, str]) -> dict[str, str]:
     """Name -> modality; a list takes each modality from KNOWN_MODALITIES ("" if unknown)."""
-    if isinstance(features, dict):
-        return dict(features)
+    if isinstance(features, dict):  # a name without a modality takes its known one
+        return {f: m or KNOWN_MODALITIES.get(f, "") for f, m in features.items()}
     return {f: KNOWN_MODALITIES.get(f, "") for f in features}
 
 

@@ -16,6 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,13 +32,24 @@ from abaw.eri.csvio import (
 )
 from abaw.eri.tables import SPLITS, detect_layout, find_eri_root, read_tables
 from abaw.errors import AbawError, DataError
-from abaw.io import atomic_open, atomic_path, cache_dir_for, cache_key, remove_stale_tmp
+from abaw.extraction import coverage_sections
+from abaw.io import (
+    atomic_open,
+    atomic_path,
+    cache_dir_for,
+    cache_key,
+    content_digest,
+    list_dir,
+    remove_stale_tmp,
+)
+from abaw.leakage import leakage_warning
 
 LOADER_VERSION = 1  # bump when parsing or cached content changes: invalidates every cache
 __all__ = [
     "KNOWN_MODALITIES",
     "LOADER_VERSION",
     "EriData",
+    "data_identity",
     "FeatureSet",
     "detect_layout",
     "find_feature_root",
@@ -61,6 +73,8 @@ class FeatureSet:
     offsets: np.ndarray  # (N+1,) int64; sample i = values[offsets[i]:offsets[i+1]], empty = missing
     mean: np.ndarray | None = None  # (dim,) train-row mean subtracted (None: not standardised)
     std: np.ndarray | None = None  # (dim,) train-row std divided by
+    notes: list[str] | None = field(default_factory=list)  # found when parsed (cached); None:
+    # a cache entry made before the notes existed (they are found again)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -169,6 +183,7 @@ def _cache_load(entry: Path, key: str) -> FeatureSet | None:
         arr["offsets"],
         arr.get("mean"),
         arr.get("std"),
+        list(manifest["notes"]) if isinstance(manifest.get("notes"), list) else None,
     )
 
 
@@ -189,6 +204,7 @@ def _cache_save(cache: Path, key: str, fs: FeatureSet) -> None:
         "modality": fs.modality,
         "dim": fs.dim,
         "arrays": list(arrays),
+        "notes": fs.notes,
     }
     with atomic_open(entry / "manifest.json") as fh:
         json.dump(manifest, fh)
@@ -223,6 +239,13 @@ def _missing_notes(ids: np.ndarray, split: np.ndarray, feats: dict[str, FeatureS
                 f"{sel.size} {s} sample(s) have no {modality} features ({shown}): {policy}."
             )
     return notes
+
+
+def _leakage_notes(folder: Path, ids: np.ndarray, split: np.ndarray) -> list[str]:
+    """A warning when devel / test feature files copy training ones (abaw/leakage.py)."""
+    files = [(str(s), folder / f"{file_stem(i)}.csv") for i, s in zip(ids, split, strict=True)]
+    leak = leakage_warning(folder, files)
+    return [leak] if leak else []
 
 
 def load_eri(
@@ -266,15 +289,31 @@ def load_eri(
                 folder, ids, n_jobs=n_jobs, show_progress=show_progress
             )
             fs = FeatureSet(name, modality, values.shape[1], values, offsets)
+            fs.notes = _leakage_notes(folder, ids, split)
             if standardize:
                 standardize_(fs, split)
             if use_cache:
                 # A read-only data folder: loading still works (set ABAW_CACHE to cache elsewhere).
                 with contextlib.suppress(OSError):
                     _cache_save(cache, key, fs)
+        if fs.notes is None:
+            fs.notes = _leakage_notes(folder, ids, split)
         feats[name] = fs
-    warnings = notes + _missing_notes(ids, split, feats)
+    warnings = notes + [n for fs in feats.values() for n in fs.notes or []]
+    warnings += _missing_notes(ids, split, feats)
     return EriData(root, layout, ids, split, labels, feats, meta, [], warnings)
+
+
+def data_identity(data: EriData) -> dict[str, Any]:
+    """What a study records of its data set (`Track.data_identity`): root, layout, samples per
+    split and a fingerprint of every ID, split and label (features are not part of it)."""
+    return {
+        "root": str(Path(data.root).resolve()),
+        "layout": data.layout,
+        "splits": {s: int((data.split == s).sum()) for s in SPLITS},
+        "unit": "samples",
+        "labels": content_digest(data.ids.astype(str), data.split.astype(str), data.labels),
+    }
 
 
 def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bool = True):
@@ -303,14 +342,19 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
         rep.summary[f"{s} samples"] = int((split == s).sum())
     labelled = np.isfinite(labels).all(axis=1)
     rep.summary["labelled / unlabelled"] = f"{int(labelled.sum())} / {int((~labelled).sum())}"
-    unknown = sorted(
+    unknown = [
         d.name
-        for d in feat_root.iterdir()
+        for d in list_dir(feat_root, "the features folder")
         if d.is_dir() and d.name not in mapping and not d.name.startswith(".")
-    )
+    ]
     if unknown:
+        named = ",".join(
+            [*mapping, *(u if u in KNOWN_MODALITIES else f"{u}=audio|visual" for u in unknown)]
+        )
         rep.warnings.append(
-            f"feature folders not loaded (unknown modality or not chosen): {', '.join(unknown)}"
+            f"feature folders not loaded (unknown modality or not chosen): {', '.join(unknown)}; "
+            f"check them too: abaw inspect --features '{named}' (each unknown name with its "
+            "modality, the mapping data.features takes)"
         )
     sec = Section(
         "Feature sets", ["name", "modality", "width", "files", "length min", "median", "max"]
@@ -325,6 +369,7 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
             values, offsets = parse_feature_set(folder, ids, problems=problems)
             fs = FeatureSet(name, modality, values.shape[1], values, offsets)
         feats[name] = fs
+        rep.warnings += _leakage_notes(folder, ids, split)
         n_files = len(_listing(folder))
         lens = fs.lengths[fs.lengths > 0]
         stats = (
@@ -337,7 +382,7 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
             rep.warnings.append(
                 f"{len(orphans)} file(s) in {folder} have no row in the table and are ignored ({', '.join(orphans[:5])})"
             )
-    rep.sections.append(sec)
+    rep.sections += [sec, *coverage_sections(feat_root)]  # + what `abaw extract` made
     miss = Section("Samples missing a modality", ["modality", "split", "count", "first IDs"])
     data = EriData(root, layout, ids, split, labels, feats, meta)
     for modality in data.modalities:
@@ -348,29 +393,21 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
                 miss.rows.append([modality, s, int(sel.size), ", ".join(ids[sel[:5]])])
     rep.sections.append(miss)
     rep.warnings += _missing_notes(ids, split, feats)
-    lab = labels[labelled]
+    rep.sections.append(_label_stats(labels[labelled]))
+    rep.problems += [str(p) for p in problems]
+    return rep
+
+
+def _label_stats(lab: np.ndarray):
+    """The inspection's label statistics of the labelled samples, one row per emotion."""
+    from abaw.findings import Section
+
     stats = Section(
         "Label statistics (labelled samples)",
         ["emotion", "mean", "std", "min", "max", "share of 1.0"],
     )
     for j, e in enumerate(EMOTIONS):
         col = lab[:, j]
-        stats.rows.append(
-            [
-                e,
-                *(
-                    [
-                        float(col.mean()),
-                        float(col.std()),
-                        float(col.min()),
-                        float(col.max()),
-                        float((col == 1).mean()),
-                    ]
-                    if col.size
-                    else ["-"] * 5
-                ),
-            ]
-        )
-    rep.sections.append(stats)
-    rep.problems += [str(p) for p in problems]
-    return rep
+        values = [col.mean(), col.std(), col.min(), col.max(), (col == 1).mean()]
+        stats.rows.append([e, *([float(v) for v in values] if col.size else ["-"] * 5)])
+    return stats

@@ -15,7 +15,7 @@ import pandas as pd
 from abaw.eri import EMOTIONS
 from abaw.eri.csvio import _report, check_id, file_stem, read_table
 from abaw.errors import DataError, split_overlap
-from abaw.io import find_data_root
+from abaw.io import find_data_root, folder_problem
 
 SPLITS = ("train", "devel", "test")
 _ABAW5_SPLITS = {"Train": "train", "Val": "devel", "Test": "test"}
@@ -40,6 +40,9 @@ def find_eri_root(root: Path) -> tuple[Path, str | None]:
 
 def detect_layout(root: Path) -> str:
     """ "abaw5" if data_info.csv exists, "muse" if labels.csv and partition.csv do."""
+    bad = folder_problem(root, "the ERI data set folder")
+    if bad is not None:
+        raise bad
     if not root.is_dir():
         raise DataError(root, "data folder not found", expected="a folder", found="nothing")
     if (root / "data_info.csv").is_file():

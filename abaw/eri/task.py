@@ -119,10 +119,23 @@ def gather_index(offsets: np.ndarray, max_len: int, cut: str) -> tuple[np.ndarra
 
 
 class _DeviceFeature:
-    """One feature set on the device: used rows + a zero row, and the per-sample gather index."""
+    """One feature set on the device: used rows + a zero row, and the per-sample gather index.
+
+    On CPU, float32 values are read where they are (the cache's memory map) instead of
+    copied: each `abaw tune` worker saved a private copy of every feature set (0.13 GB on the
+    demo data, 1.3 GB at full scale) and the page cache is shared between workers.
+    """
 
     def __init__(self, fs: Any, max_len: int, cut: str, device: torch.device) -> None:
         index, valid = gather_index(np.asarray(fs.offsets, dtype=np.int64), max_len, cut)
+        self.present = np.diff(fs.offsets) > 0
+        self.source: np.ndarray | None = None
+        source = np.asarray(fs.values)
+        if device.type == "cpu" and source.dtype == np.float32 and source.ndim == 2:
+            self.source, self.dim = source, source.shape[1]
+            self.rows, self.pad = np.where(valid, index, 0), ~valid
+            self.valid = torch.from_numpy(valid)
+            return
         rows = np.asarray(fs.values, dtype=np.float32)[index[valid]]
         compact = np.full(index.shape, len(rows), dtype=np.int64)  # padded -> the zero row
         compact[valid] = np.arange(len(rows))
@@ -130,11 +143,18 @@ class _DeviceFeature:
         self.values = torch.from_numpy(values).to(device)
         self.index = torch.from_numpy(compact).to(device)
         self.valid = torch.from_numpy(valid).to(device)
-        self.present = np.diff(fs.offsets) > 0
         self.dim = values.shape[1]
 
     def gather(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, max_len, dim) steps of `samples` and their (B, max_len) mask, gathered on the device."""
+        if self.source is not None:  # CPU, values in place: padded steps zeroed after the take
+            s = samples.numpy()
+            rows = self.rows[s]
+            out = np.asarray(self.source.take(rows.ravel(), axis=0)).reshape(*rows.shape, self.dim)
+            pad = self.pad[s]
+            if pad.any():
+                out[pad] = 0.0
+            return torch.from_numpy(out), torch.from_numpy(self.valid.numpy()[s])
         if self.values.device.type == "cpu":
             # Plain NumPy on CPU: torch's small indexing ops pay thread start-up costs,
             # and NumPy's take is ~3x faster than index_select for large fresh outputs.
@@ -233,6 +253,10 @@ class EriTask:
             out[group] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
             out[f"{group}_mask"] = masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
         return out
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch (the trainer's in-epoch progress and ETA)."""
+        return -(-len(self.train_index) // self.batch_size)
 
     def train_batches(self, *, epoch: int, generator: torch.Generator):
         """Shuffled training batches (the last one may be smaller)."""

@@ -28,6 +28,8 @@ from abaw.eri.task import (  # noqa: F401  (re-exported: their home before abaw.
     gather_index,
 )
 from abaw.errors import ConfigError
+from abaw.extraction import ExtractedRows, ExtractPlan, ExtractTarget
+from abaw.leakage import LEAKAGE
 from abaw.metrics import Score, mean_pearson
 from abaw.predictions import Predictions
 from abaw.problems import Problem
@@ -43,8 +45,14 @@ DEMO_VARIANTS = (
         "eri-fusion-mean",
         {"model.embed_dim": 32, "model.readout": "mean", "train.epochs": 15, "train.patience": 4},
         0.6,
+        ("DeepSpectrum", "PosterV2-ViT"),
     ),
-    DemoVariant("eri-pooled", {"train.epochs": 30, "train.patience": 8}, 0.4),
+    DemoVariant(
+        "eri-pooled",
+        {"train.epochs": 30, "train.patience": 8},
+        0.4,
+        ("DeepSpectrum", "PosterV2-ViT"),
+    ),
 )
 
 
@@ -60,10 +68,12 @@ class EriTrack:
     submission_options = ("id_style",)  # "as-data" | "bracketed" | "bare"
     demo_variants = DEMO_VARIANTS
     demo_share = 0.4  # ERI trials are faster than Expr's (no per-frame windows)
+    demo_disk_mb = {"tiny": 20, "small": 430}  # measured (docs/benchmarks.md, `abaw demo`)
     title = "ERI"
     split_by = "sample"  # samples are independent: devel halves are random samples
     ensemble_methods = ("greedy", "stack", "mean")
     score_label = "Pearson r"
+    extract_options = ("videos", "audio", "fps", "window", "hop")  # abaw extract: media, sampling
 
     def models(self) -> list[str]:
         """Registered model variants."""
@@ -95,6 +105,12 @@ class EriTrack:
             Path(data_dir), dict(features), use_cache=use_cache, standardize=standardize
         )
 
+    def data_identity(self, data: Any) -> dict[str, Any]:
+        """Root, layout, split sizes and a label fingerprint of loaded data (studies record it)."""
+        from abaw.eri.data import data_identity
+
+        return data_identity(data)
+
     def prepare(
         self,
         data_dir: Path,
@@ -107,7 +123,9 @@ class EriTrack:
         """Load the features the model needs (unless given) and put them on `device`."""
         if data is None:
             data = self.load_data(data_dir, model, configs)
-        return EriTask(data, model, configs, device)
+        task = EriTask(data, model, configs, device)
+        task.notes += [w for w in data.warnings if w.startswith(LEAKAGE)]  # loud at train time
+        return task
 
     def synth(
         self,
@@ -235,6 +253,18 @@ class EriTrack:
         from abaw.eri.submission import validate_submission
 
         return validate_submission(path, data)
+
+    def extract_plan(self, data_dir: Path, *, name: str, **options: Any) -> ExtractPlan:
+        """`abaw extract`: which files feature set `name` holds and where their media are."""
+        from abaw.eri.extract import extract_plan
+
+        return extract_plan(Path(data_dir), name=name, **options)
+
+    def write_extracted(self, target: ExtractTarget, rows: ExtractedRows, path: Path) -> int | None:
+        """One extracted output in the loader's layout (see abaw.eri.extract)."""
+        from abaw.eri.extract import write_extracted
+
+        return write_extracted(target, rows, path)
 
 
 TRACK = EriTrack()

@@ -19,6 +19,7 @@ from abaw.expr.loader import (
     SPLITS,
     ExprData,
     clear_cache,
+    data_identity,
     load_expr,
 )
 from abaw.expr.store import FeatureStore
@@ -51,6 +52,7 @@ __all__ = [
     "ExprData",
     "FeatureStore",
     "clear_cache",
+    "data_identity",
     "inspect_data",
     "load_expr",
 ]

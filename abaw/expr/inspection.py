@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from abaw.errors import DataError
-from abaw.expr.features import read_features
-from abaw.expr.layout import CLASSES, NUM_CLASSES
+from abaw.expr.features import read_features, short_features_warning
+from abaw.expr.layout import CLASSES, FEATURES_DIR, NUM_CLASSES
 from abaw.expr.loader import ExprData, load_expr
 from abaw.expr.scan import (
     Layout,
@@ -17,6 +17,7 @@ from abaw.expr.scan import (
     no_test_list_warning,
     scan_layout,
 )
+from abaw.extraction import coverage_sections
 from abaw.findings import InspectReport, Section
 
 _SPLITS = ("train", "devel", "test")
@@ -40,6 +41,9 @@ def _missing_by_reading(layout: Layout, pr: Problems) -> dict[str, tuple[int, in
             except DataError as e:
                 pr.add(e)
                 continue
+            short = short_features_warning(ff, len(lab)) if s != "test" else None
+            if short:
+                pr.warnings.append(short)
             face &= ~np.isnan(x).any(axis=1)
         out[s][0] += int((need & ~face).sum())
         out[s][1] += int(need.sum())
@@ -78,7 +82,7 @@ def inspect_expr(
         report.problems.append(str(e))
         return report
     report.summary = _summary(layout)
-    report.sections.append(_backbones_section(layout))
+    report.sections += [_backbones_section(layout), *coverage_sections(found / FEATURES_DIR)]
     missing = None
     if not pr.errors:
         try:

@@ -17,6 +17,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import Progress
@@ -27,10 +28,20 @@ from abaw.expr.features import read_features, short_features_warning
 from abaw.expr.layout import ANNOTATION_DIRS, FEATURES_DIR, NUM_CLASSES, SPLIT_DIRS
 from abaw.expr.scan import Layout, Problems, find_expr_root, find_test_lists, scan_layout
 from abaw.expr.store import ColumnStats, FeatureStore, StoreWriter, fill_rows
-from abaw.io import atomic_open, atomic_path, cache_dir_for, cache_key, remove_stale_tmp
+from abaw.io import (
+    atomic_open,
+    atomic_path,
+    cache_dir_for,
+    cache_key,
+    content_digest,
+    remove_stale_tmp,
+    writable_dir,
+    writing,
+)
 
 LOADER_VERSION = 1  # bump when the store's content would change for the same inputs
 FILL_POLICIES = ("nearest", "previous", "zero")
+CACHE_WHAT = "Expr feature-store cache (set ABAW_CACHE=DIR to keep it elsewhere)"
 SPLITS = ("train", "devel", "test")
 
 
@@ -103,11 +114,16 @@ def _quick_inputs(
     Backbones come back sorted: the store holds them in that order, so one store serves
     every order a sweep lists them in.
     """
-    ann = next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()), None)
     fdir = root / FEATURES_DIR
-    if ann is None or not fdir.is_dir():
+    try:  # anything unusual (a folder without permission): the full scan names it
+        ann = next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()), None)
+        if ann is None or not fdir.is_dir():
+            return None
+        present = sorted(
+            p.name for p in fdir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+    except OSError:
         return None
-    present = sorted(p.name for p in fdir.iterdir() if p.is_dir() and not p.name.startswith("."))
     chosen = sorted(set(backbones)) if backbones else present
     if any(b not in present for b in chosen):
         return None
@@ -171,7 +187,8 @@ def load_expr(
         quick = _quick_inputs(root, layout.backbones, **lists)
         assert quick is not None, "scan_layout accepted the layout"
         key = _cache_key(quick[0], quick[1], fill)
-        _build(layout, cdir, key, fill, pr, show_progress)
+        with writing(cdir, CACHE_WHAT):  # a full disk while writing: the cache folder named
+            _build(layout, cdir, key, fill, pr, show_progress)
         data = _open_cached(root, cdir, key)
         assert data is not None, "store just built must open"
     if note:
@@ -195,8 +212,8 @@ def _open_cached(root: Path, cdir: Path, key: str) -> ExprData | None:
         store = FeatureStore(cdir / "features.f16.npy")
     except (OSError, ValueError):
         return None
-    if tuple(store.shape) != tuple(man["shape"]):
-        return None
+    if tuple(store.shape) != tuple(man["shape"]) or not store.is_complete():
+        return None  # another shape, or cut short (a full disk?): rebuilt from the inputs
     videos = man["videos"]
     tv, tf = arr["test_video"], arr["test_frame"]
     test_frames = {videos[v]: tf[tv == v] for v in np.unique(tv).tolist()}
@@ -232,8 +249,8 @@ def _build(
     """Two passes: train-frame column statistics, then standardise + fill + write, video by video."""
     if layout.files and not layout.backbones:
         raise DataError(layout.root / FEATURES_DIR, "no backbone selected")
+    writable_dir(cdir, CACHE_WHAT)
     (cdir / "manifest.json").unlink(missing_ok=True)  # a half-rebuilt cache must never look valid
-    cdir.mkdir(parents=True, exist_ok=True)
     lengths = np.array([len(lab) for lab in layout.labels], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     width = sum(layout.dims[b] for b in layout.backbones)
@@ -318,11 +335,10 @@ def _video_rows(
     blocks = []
     for b in layout.backbones:
         ff = layout.files[(b, name)]
-        was_known = ff.rows is not None
         x = read_features(ff, n, annotated=annotated)
         facts.extra_rows += int(annotated and ff.rows is not None and ff.rows > n)
-        if annotated and not was_known:  # csv: its length is known only now
-            short = short_features_warning(ff, n)
+        if annotated and ff.fmt == "csv":  # a CSV's last frame is known only once read (the
+            short = short_features_warning(ff, n)  # train pass may have read it first)
             if short:
                 pr.warnings.append(short)
         valid = ~np.isnan(x).any(axis=1)
@@ -366,6 +382,22 @@ def _build_warnings(
                 f"filled by policy {fill!r}."
             )
     return warnings
+
+
+def data_identity(data: ExprData) -> dict[str, Any]:
+    """What a study records of its data set (`Track.data_identity`): root, annotation folder,
+    videos per split and a fingerprint of every video name, split and frame label."""
+    root = Path(data.root).resolve()
+    layout = next((d for d in ANNOTATION_DIRS if (root / d).is_dir()), "?")
+    return {
+        "root": str(root),
+        "layout": layout,
+        "splits": {s: int((data.split == s).sum()) for s in SPLITS},
+        "unit": "videos",
+        "labels": content_digest(
+            "\n".join(data.videos), data.split.astype(str), data.offsets, data.labels
+        ),
+    }
 
 
 def clear_cache(root: str | Path) -> None:

@@ -27,7 +27,8 @@ from abaw.expr.layout import (
     TEST_FRAME_LISTS,
     TEST_VIDEO_LISTS,
 )
-from abaw.io import find_data_root, path_error, read_text
+from abaw.io import find_data_root, folder_problem, list_dir, path_error, read_text
+from abaw.leakage import leakage_warning
 
 
 class Problems:
@@ -119,10 +120,16 @@ def read_annotation(path: Path) -> np.ndarray:
 
 
 def _annotation_root(root: Path) -> Path:
+    bad = folder_problem(root, "the Expr data set folder")
+    if bad is not None:
+        raise bad
     for name in ANNOTATION_DIRS:
+        bad = folder_problem(root / name, "the annotation folder")
+        if bad is not None:
+            raise bad
         if (root / name).is_dir():
             return root / name
-    found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else "no such folder"
+    found = [p.name for p in list_dir(root)][:8] if root.is_dir() else "no such folder"
     _, cands = find_data_root(root, is_expr_root)
     raise DataError(
         root,
@@ -152,7 +159,7 @@ def find_expr_root(root: Path) -> tuple[Path, str | None]:
 def _search_dirs(root: Path) -> list[Path]:
     dirs = [root]
     if root.is_dir():
-        subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        subs = [d for d in list_dir(root) if d.is_dir() and not d.name.startswith(".")]
         dirs += [d for d in subs if "test" in d.name.lower()]
         dirs += [d for d in subs if d.name in ANNOTATION_DIRS]
     return dirs
@@ -270,6 +277,16 @@ def scan_layout(
     fdir = root / FEATURES_DIR
     chosen = _choose_backbones(fdir, backbones)
     heads = _scan_feature_headers(fdir, chosen, ann, tests.videos, pr)
+    split_of = {
+        **dict(zip(ann.videos, ann.split, strict=True)),
+        **{v: "test" for v in tests.videos},
+    }
+    for b in chosen:
+        leak = leakage_warning(
+            fdir / b, [(split_of[v], ff.path) for (bb, v), ff in heads.files.items() if bb == b]
+        )
+        if leak:
+            pr.warnings.append(leak)
     test_labels = _test_video_labels(heads.files, chosen, tests, pr)
     if not tests.videos or tests.fpath is None:
         pr.warnings.append(no_test_list_warning(root, tests.videos, tests.fpath))
@@ -296,17 +313,12 @@ def _scan_annotations(ann_root: Path, pr: Problems) -> _Annotated:
     out = _Annotated()
     for sp, folder in SPLIT_DIRS.items():
         d = ann_root / folder
-        if not d.is_dir():
-            pr.add(
-                DataError(
-                    d,
-                    "missing split folder",
-                    expected=f"{folder}/ with one <video>.txt per video",
-                    found="no such folder",
-                )
-            )
+        expected = f"{folder}/ with one <video>.txt per video"
+        bad = folder_problem(d, expected)
+        if bad is not None or not d.is_dir():
+            pr.add(bad or DataError(d, "missing split folder", expected=expected, found="nothing"))
             continue
-        for path in sorted(d.glob("*.txt")):
+        for path in (p for p in list_dir(d, expected) if p.name.endswith(".txt")):
             out.inputs.append(path)
             try:
                 lab = read_annotation(path)
@@ -342,7 +354,7 @@ def _scan_test_lists(
         what="video",
     )
     if overlap is not None:
-        pr.add(overlap)
+        pr.add(_name_test_lists(overlap, set(ann.videos) & set(names), set(listed), vpath, fpath))
     if listed and rows is not None and vpath is not None:
         for v in rows.videos[len(listed) :]:  # videos of the frame list only
             pr.add(
@@ -359,10 +371,29 @@ def _scan_test_lists(
     return _TestSet(fpath, [v for v in names if v not in known], rows, inputs)
 
 
+def _name_test_lists(
+    err: DataError, shared: set[str], listed: set[str], vpath: Path | None, fpath: Path | None
+) -> DataError:
+    """`err` (videos in two splits) with the test list file that names each annotated test video."""
+    if not shared:
+        return err
+    files = {str(vpath if vpath is not None and v in listed else fpath) for v in shared}
+    return DataError(
+        err.path,
+        err.problem,
+        expected=err.expected,
+        found=err.found,
+        hint=f"{err.hint}; the test video(s) among them are listed in {', '.join(sorted(files))}",
+    )
+
+
 def _choose_backbones(fdir: Path, backbones: list[str] | None) -> list[str]:
     """The backbones asked for (default: every folder under features/), each checked to exist."""
+    bad = folder_problem(fdir, "features/<Backbone>/<video>.npy or .csv")
+    if bad is not None:
+        raise bad
     present = (
-        sorted(p.name for p in fdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        [p.name for p in list_dir(fdir) if p.is_dir() and not p.name.startswith(".")]
         if fdir.is_dir()
         else []
     )
@@ -375,6 +406,9 @@ def _choose_backbones(fdir: Path, backbones: list[str] | None) -> list[str]:
         )
     chosen = list(backbones) if backbones else present
     for b in chosen:
+        bad = folder_problem(fdir / b, f"a folder of per-video feature files ({b})")
+        if bad is not None:
+            raise bad
         if b not in present:
             listed = ", ".join(f'"{x}"' for x in present)
             raise DataError(
@@ -434,9 +468,15 @@ def _scan_feature_headers(
 def _feature_path(folder: Path, video: str, where: str, pr: Problems) -> Path | None:
     """The .npy or .csv feature file of `video`; None (and a problem) when there is none."""
     cand = [folder / f"{video}.npy", folder / f"{video}.csv"]
-    path = next((p for p in cand if p.is_file()), None)
-    if path is not None:
-        return path
+    present = [p for p in cand if p.is_file()]
+    if len(present) > 1:
+        pr.warnings.append(
+            f"{folder}: video {video} has two feature files, {present[0].name} and "
+            f"{present[1].name}; {present[0].name} is used (move the other away if it is the "
+            "one you meant)."
+        )
+    if present:
+        return present[0]
     bad = next((e for e in (path_error(p, "a feature file") for p in cand) if e), None)
     pr.add(  # a folder, dangling link or loop is named as such, not as "missing"
         bad

@@ -38,6 +38,14 @@ class FeatureStore:
         self._row_bytes = self.shape[1] * self.dtype.itemsize
         self._fd: int | None = None
 
+    def is_complete(self) -> bool:
+        """Whether the file holds every byte its header promises (a cut copy does not)."""
+        need = self._offset + self.shape[0] * self._row_bytes
+        try:
+            return os.path.getsize(self.path) >= need
+        except OSError:
+            return False
+
     def __getstate__(self) -> dict:
         return {"path": self.path}
 

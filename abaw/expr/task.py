@@ -265,6 +265,15 @@ class ExprTask:
         """A fresh model for this run (CPU; the trainer moves it)."""
         return build_model(self.model_name, self.model_cfg, self.dims)
 
+    batch_unit = "windows"  # what the trainer's progress counts per second
+
+    def steps_per_epoch(self) -> int:
+        """About the optimiser steps of one epoch (the trainer's in-epoch progress and ETA).
+
+        A lower bound: each buffer of chunks ends in its own partial batch.
+        """
+        return -(-len(self.windows["train"]) // self.batch_size)
+
     def train_batches(self, *, epoch: int, generator: torch.Generator):
         """One epoch of shuffled windows: {"x": (B,L,D), "pad": (B,L), "y": (B,L) with -1 = no loss}."""
         win = self.windows["train"]

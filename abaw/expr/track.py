@@ -29,6 +29,8 @@ from abaw.expr.task import (  # noqa: F401  (re-exported: their home before abaw
     class_alpha,
     summary_tables,
 )
+from abaw.extraction import ExtractedRows, ExtractPlan, ExtractTarget
+from abaw.leakage import LEAKAGE
 from abaw.metrics import Score, macro_f1
 from abaw.predictions import Predictions
 from abaw.problems import Problem
@@ -61,10 +63,12 @@ class ExprTrack:
     submission_options = ("fmt", "frames")  # "single" (ABAW5/6) | "per-video"; frame list path
     demo_variants = DEMO_VARIANTS
     demo_share = 0.6  # Expr trials are slower (per-frame windows)
+    demo_disk_mb = {"tiny": 45, "small": 1950}  # measured (docs/benchmarks.md, `abaw demo`)
     title = "Expr"
     split_by = "video"  # neighbouring frames are near copies: a video stays on one side
     ensemble_methods = ("greedy", "mean")
     score_label = "F1"
+    extract_options = ("images",)  # abaw extract: media, sampling
 
     def models(self) -> list[str]:
         """Names of the registered models."""
@@ -104,6 +108,12 @@ class ExprTrack:
             test_videos=test_videos,
         )
 
+    def data_identity(self, data: Any) -> dict[str, Any]:
+        """Root, layout, split sizes and a label fingerprint of loaded data (studies record it)."""
+        from abaw.expr.data import data_identity
+
+        return data_identity(data)
+
     def prepare(
         self,
         data_dir: Path,
@@ -119,7 +129,7 @@ class ExprTrack:
         task = ExprTask(data, model, configs, device)
         # Say loudly what a run without a test set produces (and data-layer warnings about
         # the test lists): an empty predictions-test.npz must never pass for a real one.
-        task.notes += [w for w in data.warnings if w.startswith("NO TEST SET")]
+        task.notes += [w for w in data.warnings if w.startswith(("NO TEST SET", LEAKAGE))]
         return task
 
     def synth(
@@ -186,6 +196,12 @@ class ExprTrack:
     ):
         """`abaw inspect --track expr` (test lists found by name unless given)."""
         from abaw.expr.data import inspect_data
+
+        if isinstance(features, dict):
+            raise ConfigError(
+                "--features: Expr backbones have no modality; name them only, e.g. "
+                "--features IRv1-VGGFace2,MyViT"
+            )
 
         return inspect_data(
             Path(data_dir),
@@ -283,6 +299,18 @@ class ExprTrack:
         from abaw.expr.submission import validate_submission
 
         return validate_submission(path, data, frames=frames)
+
+    def extract_plan(self, data_dir: Path, *, name: str, **options: Any) -> ExtractPlan:
+        """`abaw extract`: which files feature set `name` holds and where their media are."""
+        from abaw.expr.extract import extract_plan
+
+        return extract_plan(Path(data_dir), name=name, **options)
+
+    def write_extracted(self, target: ExtractTarget, rows: ExtractedRows, path: Path) -> int | None:
+        """One extracted output in the loader's layout (see abaw.expr.extract)."""
+        from abaw.expr.extract import write_extracted
+
+        return write_extracted(target, rows, path)
 
 
 TRACK = ExprTrack()

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import optuna
 
-from abaw.errors import AbawError
-from abaw.io import safe_name
+from abaw.errors import AbawError, DataError
+from abaw.io import folder_problem, safe_name
 from abaw.report.ensemble import ensemble_report
 from abaw.report.html import Report
 from abaw.report.study import study_report
@@ -54,6 +54,11 @@ def make_report(
     """
     if (study is None) == (ensemble is None):
         raise AbawError("give exactly one of a study or an ensemble to report on")
+    if artifacts is not None:  # a report would otherwise only note "unreadable" for the files
+        where = "the artifact folder (--artifacts)"
+        bad = folder_problem(artifacts, where)
+        if bad is not None or not Path(artifacts).is_dir():
+            raise bad or DataError(artifacts, "folder not found", expected=where, found="nothing")
     runs = Path(runs)
     if ensemble is not None:
         dest = Path(out) if out else runs / "reports" / safe_name(ensemble, what="ensemble name")

@@ -84,3 +84,52 @@ def plot_intermediate(study: optuna.Study, metric: str, path: Path) -> Path | No
     ax.grid(alpha=0.3)
     ax.legend()
     return save_png(fig, path)
+
+
+def plot_slices(
+    trials: list[optuna.trial.FrozenTrial], params: list[str], metric: str, path: Path
+) -> Path:
+    """Devel score against each searched parameter, four panels a row (Optuna's slice plot,
+    redrawn so that panels keep a readable width and log-axis tick labels never overlap)."""
+    plt = pyplot()
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
+
+    ncols = min(4, len(params))
+    nrows = -(-len(params) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.3 * ncols, 2.9 * nrows), squeeze=False, sharey=True
+    )
+    numbers = [t.number for t in trials]
+    norm = plt.Normalize(min(numbers), max(max(numbers), min(numbers) + 1))
+    for ax, name in zip(axes.flat, params, strict=False):
+        ts = [t for t in trials if name in t.params]
+        dist = ts[0].distributions.get(name) if ts else None
+        xs = [t.params[name] for t in ts]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            labels = [str(c) for c in dist.choices]
+            xs = [labels.index(str(x)) for x in xs]
+            long = max(len(x) for x in labels) > 6 and len(labels) > 2
+            ax.set_xticks(range(len(labels)), labels, rotation=25 if long else 0, fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        elif getattr(dist, "log", False):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(numticks=4))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.scatter(xs, [t.value for t in ts], c=[t.number for t in ts], cmap="viridis", norm=norm,
+                   edgecolors="0.3", linewidths=0.5, s=30)  # fmt: skip
+        ax.set_xlabel(name, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(params) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(f"devel {metric}", fontsize=9)
+    fig.suptitle("Devel score against each searched parameter (colour: trial number)")
+    fig.subplots_adjust(hspace=0.6, wspace=0.12)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, shrink=0.8)
+    bar.set_label("trial")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
+    return save_png(fig, path, tight=False)

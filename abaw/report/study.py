@@ -14,13 +14,16 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from abaw.errors import AbawError
+from abaw.io import writable_dir
+from abaw.metrics import metric_label
 from abaw.report.devel import devel_part
-from abaw.report.figures import optuna_plot, plot_intermediate
-from abaw.report.html import Report, fmt_param, num, page, table, write_html
+from abaw.report.figures import optuna_plot, plot_intermediate, plot_slices
+from abaw.report.html import Report, fmt_param, page, seconds, table, write_html
 from abaw.trials import (
     TRIAL_BEST_EPOCH,
     TRIAL_EPOCHS_RUN,
     TRIAL_FAIL_REASON,
+    TRIAL_FIXED_CONFIG,
     TRIAL_KEPT,
     TRIAL_SECONDS,
     kept_trials,
@@ -37,14 +40,14 @@ def study_report(
 ) -> Report:
     """Write `out/report.html` and the PNGs of `study`."""
     info = study_info(study)
-    metric = info.get("metric", "value")
+    metric = metric_label(info.get("metric"))
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     complete.sort(key=lambda t: (sign * t.value, t.number))
     searched = sorted({p for t in complete for p in t.params})
     notes: list[str] = []
-    out.mkdir(parents=True, exist_ok=True)
+    writable_dir(out, "report folder")
     figures = _study_figures(study, complete, searched, metric, out, notes)
     sections = _trial_tables(trials, complete, searched, metric)
     best_figures, best_sections = _best_kept(study, artifacts, out, notes)
@@ -111,14 +114,7 @@ def _study_figures(
     else:
         notes.append("No trial reported per-epoch values: no learning-curve figure.")
     if complete and varied:
-        figures["slice"] = optuna_plot(
-            vis.plot_slice,
-            study,
-            out / "slice.png",
-            "Devel score against each searched parameter",
-            params=varied[:8],
-            target_name=target,
-        )
+        figures["slice"] = plot_slices(complete, varied[:8], metric, out / "slice.png")
     return figures
 
 
@@ -129,17 +125,16 @@ def _trial_tables(
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in trials:
         counts[t.state.name.lower()] += 1
-    shown = searched[:8]
     rows = [
         [
             rank,
-            t.number,
+            f"{t.number}{' [fixed]' if t.user_attrs.get(TRIAL_FIXED_CONFIG) else ''}",
             t.value,
             t.user_attrs.get(TRIAL_BEST_EPOCH, ""),
             t.user_attrs.get(TRIAL_EPOCHS_RUN, ""),
-            num(t.user_attrs.get(TRIAL_SECONDS)),
+            seconds(t.user_attrs.get(TRIAL_SECONDS)),
             "yes" if t.user_attrs.get(TRIAL_KEPT) else "",
-            *[fmt_param(t.params.get(p, "")) for p in shown],
+            ", ".join(f"{p}={fmt_param(t.params[p])}" for p in searched if p in t.params),
         ]
         for rank, t in enumerate(complete[:LEADERBOARD_ROWS], 1)
     ]
@@ -147,8 +142,8 @@ def _trial_tables(
     sections = [
         "<h2>Trials</h2>",
         table(["state", "trials"], [[k, v] for k, v in counts.items() if v]),
-        f"<h3>Leaderboard (best {min(len(complete), LEADERBOARD_ROWS)} completed)</h3>",
-        table([*header, *shown], rows),
+        f"<h3>Leaderboard: devel {metric}, best {min(len(complete), LEADERBOARD_ROWS)} completed</h3>",
+        table([*header, "parameters"], rows, wrap=(len(header),)),
     ]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     if failed:
@@ -157,6 +152,7 @@ def _trial_tables(
             table(
                 ["trial", "reason"],
                 [[t.number, t.user_attrs.get(TRIAL_FAIL_REASON, "")] for t in failed[:20]],
+                wrap=(1,),
             ),
         ]
     return sections

@@ -3,7 +3,11 @@
 One job per module (this file only re-exports their public names):
 
 - study.py: create or resume a study and run it (`run_study`); list studies (`study_rows`);
-- storage.py: where a study lives (journal file or RDB URL: `open_storage`, `load_study`);
+- storage.py: where a study lives (journal file or RDB URL: `open_storage`, `load_study`),
+  with connect and statement timeouts for a database;
+- journal.py: the journal file, safe against a crash mid-append (a cut last line skipped and
+  set aside, a damaged line named);
+- identity.py: what a study is (its sweep and data set), checked on every resume;
 - search.py: sampler, pruner and each trial's training seed;
 - worker.py: one worker's ask / train / tell loop and the top-K files (`retain`);
 - pool.py: `--jobs N` worker processes and Ctrl-C across them;

@@ -10,6 +10,7 @@ from typing import Any
 
 from optuna.artifacts import FileSystemArtifactStore
 
+from abaw.io import writable_dir
 from abaw.tune.recovery import artifact_file, temp_name
 
 
@@ -21,7 +22,7 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     """
 
     def __init__(self, base_path: str | os.PathLike[str]) -> None:
-        Path(base_path).mkdir(parents=True, exist_ok=True)
+        writable_dir(base_path, "artifact folder (--artifacts)")
         super().__init__(Path(base_path))
 
     def write(self, artifact_id: str, content_body: Any) -> None:  # noqa: D102

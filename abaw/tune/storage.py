@@ -7,21 +7,29 @@ workers on many machines, with Optuna's heartbeat, so a dead worker's trial is f
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from abaw.console import warn
 from abaw.errors import AbawError, ConfigError
-from abaw.tune.signals import sigint_held
+from abaw.io import folder_problem, path_error, reading, writable_dir
+from abaw.tune.journal import journal_backend
 
 JOURNAL_FILE = "optuna-journal.log"
 HEARTBEAT_S = 60  # RDB heartbeat interval; a trial silent for 2x this is failed and retried
+DB_CONNECT_TIMEOUT_S = 10  # RDB: give up connecting after this (ABAW_DB_CONNECT_TIMEOUT)
+DB_STATEMENT_TIMEOUT_S = 300  # PostgreSQL: cancel a statement after this (..._STATEMENT_TIMEOUT)
+POOL_TIMEOUT_S = 30  # SQLAlchemy: wait this long for a free pooled connection
+_ANNOUNCED: set[str] = set()  # database URLs this process has said it opens (once each)
 
 
 def _redact(url: str) -> str:
@@ -58,15 +66,22 @@ def open_storage(
     """
     if storage is None or ("://" not in storage and storage.endswith(".log")):
         path = Path(runs) / JOURNAL_FILE if storage is None else Path(storage)
+        bad = folder_problem(path.parent, "the run folder (--runs)") or path_error(
+            path, "an Optuna journal file"
+        )
+        if bad is not None:
+            raise bad
         if not create and not path.is_file():
             raise AbawError(
                 f"no study storage at {path}: run `abaw tune` first, or pass --runs DIR / "
                 "--storage URL"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            writable_dir(path.parent, "run folder (--runs)")
         from optuna.storages.journal import JournalStorage
 
-        return JournalStorage(_journal_backend(path))
+        with reading(path, "an Optuna journal file"):
+            return JournalStorage(journal_backend(path, writer=create))
     if "://" not in storage:
         raise ConfigError(
             f"--storage {storage!r}: expected a URL (postgresql://user:pw@host/db, "
@@ -75,9 +90,67 @@ def open_storage(
     return _rdb_storage(storage, heartbeat)
 
 
+def db_timeouts() -> tuple[float, float]:
+    """(connect, statement) timeouts in seconds for RDB storages; 0 = none.
+
+    Defaults DB_CONNECT_TIMEOUT_S and DB_STATEMENT_TIMEOUT_S; the environment variables
+    ABAW_DB_CONNECT_TIMEOUT and ABAW_DB_STATEMENT_TIMEOUT override them, and a URL that sets
+    `connect_timeout` / `options` itself wins over both.
+    """
+    out = []
+    for var, default in (
+        ("ABAW_DB_CONNECT_TIMEOUT", DB_CONNECT_TIMEOUT_S),
+        ("ABAW_DB_STATEMENT_TIMEOUT", DB_STATEMENT_TIMEOUT_S),
+    ):
+        text = os.environ.get(var, "").strip()
+        try:
+            value = float(text) if text else float(default)
+        except ValueError:
+            value = -1.0
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{var}={text!r}: expected seconds (a number >= 0; 0 = no limit)")
+        out.append(value)
+    return out[0], out[1]
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine settings: a pool that checks its connections, and timeouts.
+
+    Why: a server that accepts the connection but never answers (a wrong port behind a
+    proxy, a full server) would hang `abaw tune` with no output; libpq and MySQL wait for
+    ever by default.
+    """
+    if url.startswith("sqlite"):
+        return {}
+    connect, statement = db_timeouts()
+    query = parse_qs(urlsplit(url).query)
+    args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        if connect > 0 and "connect_timeout" not in query:
+            args["connect_timeout"] = max(2, math.ceil(connect))  # libpq's minimum is 2 s
+        if statement > 0 and "options" not in query:
+            args["options"] = f"-c statement_timeout={int(statement * 1000)}"
+    elif url.startswith("mysql"):
+        if connect > 0 and "connect_timeout" not in query:
+            args["connect_timeout"] = max(1, math.ceil(connect))
+        if statement > 0 and "read_timeout" not in query:
+            args["read_timeout"] = max(1, math.ceil(statement))
+    return {"pool_pre_ping": True, "pool_timeout": POOL_TIMEOUT_S, "connect_args": args}
+
+
 def _rdb_storage(storage: str, heartbeat: int) -> optuna.storages.RDBStorage:
     """An RDB storage with Optuna's heartbeat; a failure to open it is one sentence."""
     url = _sqlalchemy_url(storage)
+    engine = _engine_kwargs(url)
+    connect = engine.get("connect_args", {}).get("connect_timeout")
+    if engine and storage not in _ANNOUNCED:  # a server: say where, before a wait can start
+        _ANNOUNCED.add(storage)
+        limit = f"connect timeout {connect} s" if connect else "no connect timeout"
+        warn(
+            f"opening the study storage {_redact(storage)} ({limit}; "
+            "ABAW_DB_CONNECT_TIMEOUT=S to change)",
+            label="note",
+        )
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     for attempt in range(5):
         try:
@@ -85,7 +158,7 @@ def _rdb_storage(storage: str, heartbeat: int) -> optuna.storages.RDBStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,
-                    engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
+                    engine_kwargs=engine or None,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -95,8 +168,14 @@ def _rdb_storage(storage: str, heartbeat: int) -> optuna.storages.RDBStorage:
                 time.sleep(0.5 + attempt)  # two workers creating the tables of a new database
                 continue
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            hint = ""
+            if "timeout" in first.lower() or "timed out" in first.lower():
+                hint = (
+                    "; check the host, the port and that the server is up (a longer wait: "
+                    "ABAW_DB_CONNECT_TIMEOUT=S)"
+                )
             raise AbawError(
-                f"--storage {_redact(storage)}: cannot open it ({type(e).__name__}: {first})"
+                f"--storage {_redact(storage)}: cannot open it ({type(e).__name__}: {first})" + hint
             ) from None
     raise AssertionError("unreachable")
 
@@ -118,15 +197,3 @@ def load_study(
             f"no study {name!r} in {storage_label(storage, runs)}; studies there: {known}"
         )
     return optuna.load_study(study_name=name, storage=st)
-
-
-def _journal_backend(path: Path) -> Any:
-    """A journal file backend whose appends (lock, write, unlock) are not cut by Ctrl-C."""
-    from optuna.storages.journal import JournalFileBackend
-
-    class _Backend(JournalFileBackend):
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            with sigint_held(replay=True):
-                super().append_logs(logs)
-
-    return _Backend(str(path))

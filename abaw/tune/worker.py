@@ -34,15 +34,16 @@ from optuna.trial import TrialState
 
 from abaw import trials as T
 from abaw.errors import AbawError
-from abaw.io import atomic_open
+from abaw.io import atomic_open, ensure_dir
 from abaw.sweep import Sweep, build_configs, config_to_dict, load_sweep
 from abaw.track import DataCache, get_track
 from abaw.tune.artifacts import AtomicArtifactStore
+from abaw.tune.enqueue import INTERRUPTED
 from abaw.tune.recovery import artifact_root, heartbeat, recover_stale, set_owner, temp_name
 from abaw.tune.search import make_pruner, make_sampler, trial_seed
 from abaw.tune.signals import sigint_held
 from abaw.tune.storage import open_storage
-from abaw.tune.view import FINISHED
+from abaw.tune.view import FINISHED, ProgressFile, progress_dir
 
 MAX_FAILS_IN_A_ROW = 3  # a worker stops when this many trials in a row raise
 _ARTIFACTS = {
@@ -172,7 +173,7 @@ class Runner:
                 # Anywhere between ask and tell: the trial is marked failed, never left
                 # RUNNING (a RUNNING trial with no owner would hold up a resumed study).
                 with sigint_held(replay=False):
-                    self._fail(trial, "interrupted (Ctrl-C)")
+                    self._fail(trial, INTERRUPTED)
                 raise
             if state == TrialState.FAIL:
                 fails += 1
@@ -272,16 +273,18 @@ class Runner:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        result = fit(
-            task,
-            configs["train"],
-            device=self.device,
-            seed=seed,
-            callback=report,
-            show_progress=False,
-            log_epochs=False,
-            config=config,
-        )
+        with ProgressFile(progress_dir(w.runs, w.study), trial.number) as shown:
+            result = fit(
+                task,
+                configs["train"],
+                device=self.device,
+                seed=seed,
+                callback=report,
+                show_progress=False,
+                log_epochs=False,
+                config=config,
+                on_progress=shown,
+            )
         return self._record(trial, task, result, config=config, seed=seed)
 
     def _record(
@@ -307,7 +310,7 @@ class Runner:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         trial.set_user_attr(T.TRIAL_KEPT, keep)
-        trial_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(trial_dir, "trial log folder")
         with atomic_open(trial_dir / "config.json") as fh:
             json.dump(json.loads(json.dumps(config, default=str)), fh, indent=2)
         with atomic_open(trial_dir / "metrics.json") as fh:  # last: the trial's log is whole

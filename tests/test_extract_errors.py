@@ -1,0 +1,125 @@
+"""`abaw extract` on bad input: one sentence naming the file, exit 1, nothing half-written.
+
+A corrupt or truncated JPG, an unreadable or truncated video, a video without an audio
+stream, weights for another architecture, an image folder missing for an annotated video.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import require
+
+require("torchvision")
+require("av")
+require("cv2")
+require("skimage")
+
+from abaw.cli import main  # noqa: E402
+from abaw.extract import testmedia as tm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    tm.expr_data(root / "expr", train={"a": 6, "b": 6}, devel={"c": 5}, test={"d": 4})
+    tm.eri_data(root / "eri", root / "videos", splits={"train": 2, "devel": 1}, seconds=1.5)
+    tm.random_weights("torchvision:resnet18", root / "r18.pth")
+    tm.random_weights("torchvision:resnet34", root / "r34.pth")
+    return root
+
+
+def _run(capsys, *args) -> tuple[int, str]:
+    code = main(["extract", *args, "--input-size", "64", "--workers", "1"])
+    return code, capsys.readouterr().err
+
+
+def _expr(base, data, name="R", weights="r18.pth"):
+    return ["--track", "expr", "--data", str(data), "--name", name,
+            "--backbone", "torchvision:resnet18", "--weights", str(base / weights)]  # fmt: skip
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")] if folder.exists() else []
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = [x for x in err.strip().splitlines() if x]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_jpg(base, tmp_path, capsys, damage):
+    data = shutil.copytree(base / "expr", tmp_path / "expr")
+    jpg = data / "cropped_aligned" / "c" / "00003.jpg"
+    raw = jpg.read_bytes()
+    jpg.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"not an image")
+    code, err = _run(capsys, *_expr(base, data))
+    assert code == 1
+    _one_line(err, str(jpg), "unreadable frame image", "delete it")
+    folder = data / "features" / "R"
+    assert not (folder / "c.npy").exists() and not _leftovers(folder)
+    assert not (folder / "extract.json").exists()
+
+
+def test_missing_image_folder(base, tmp_path, capsys):
+    data = shutil.copytree(base / "expr", tmp_path / "expr")
+    shutil.rmtree(data / "cropped_aligned" / "b")
+    code, err = _run(capsys, *_expr(base, data))
+    assert code == 1
+    _one_line(err, "cropped_aligned/b", "image folder missing", "1 video(s) without one: b")
+    assert not (data / "features" / "R").exists()
+
+
+def test_weights_of_another_architecture(base, capsys):
+    code, err = _run(capsys, *_expr(base, base / "expr", weights="r34.pth"))
+    assert code == 1
+    _one_line(err, "r34.pth: not weights for torchvision:resnet18", "tensors the architecture "
+              "does not have (layer1.2.conv1.weight", "Expected 100 tensors such as conv1.weight "
+              "[64, 3, 7, 7]", "resnet18-f37072fd.pth")  # fmt: skip
+    code, err = _run(capsys, *_expr(base, base / "expr", weights="nothing.pth"))
+    _one_line(err, "nothing.pth: weights file not found")
+
+
+def _eri(base, videos, name="V", *more):
+    return ["--track", "eri", "--data", str(base / "eri"), "--videos", str(videos),
+            "--name", name, "--backbone", "torchvision:resnet18",
+            "--weights", str(base / "r18.pth"), *more]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "truncated"])
+def test_unreadable_or_truncated_video(base, tmp_path, capsys, damage):
+    videos = shutil.copytree(base / "videos", tmp_path / "videos")
+    bad = videos / "00001.mp4"
+    if damage == "truncated":  # the index first (a web video): it opens, then stops short
+        tm.face_video(bad, seconds=3.0, faststart=True)
+    raw = bad.read_bytes()
+    bad.write_bytes(
+        {"garbage": b"\0" * 4096, "cut": raw[:2000], "truncated": raw[: len(raw) // 2]}[damage]
+    )
+    code, err = _run(capsys, *_eri(base, videos))
+    assert code == 1
+    want = "truncated or corrupt video" if damage == "truncated" else "unreadable media file"
+    _one_line(err, str(bad), want)
+    out = base / "eri" / "feats" / "V"
+    assert not (out / "00001.csv").exists() and not _leftovers(out)
+
+
+def test_video_without_audio(base, tmp_path, capsys):
+    videos = shutil.copytree(base / "videos", tmp_path / "videos")
+    tm.face_video(videos / "00002.mp4", seconds=1.5, audio=False)
+    code, err = _run(capsys, *_eri(base, videos, "A", "--audio", "deepspectrum"))
+    assert code == 1
+    _one_line(err, "00002.mp4: no audio stream", "expected a video with an audio track")
+    assert not (base / "eri" / "feats" / "A" / "00002.csv").exists()
+
+
+def test_media_missing_for_a_sample(base, tmp_path, capsys):
+    videos = shutil.copytree(base / "videos", tmp_path / "videos")
+    (videos / "00000.mp4").unlink()
+    code, err = _run(capsys, *_eri(base, videos, "M"))
+    assert code == 1
+    _one_line(err, "media missing for samples of the tables", "1 sample(s) without one: 00000")
