@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from abaw import layers as L
 from abaw.registry import Registry
 
 NUM_EMOTIONS = 7
@@ -125,7 +126,12 @@ class Chomp(nn.Module):
 
 
 class TemporalBlock(nn.Module):
-    """One TCN level (Bai et al. 2018): two dilated causal convolutions with a residual path."""
+    """One TCN level (Bai et al. 2018): two dilated causal convolutions with a residual path.
+
+    Works on (B, T, C): each convolution is one matrix product (`abaw.layers.causal_conv`),
+    with the 1x1 skip convolution in the first one's product. The modules (and so the
+    state-dict keys) are the stock ones: `net` is Conv1d, Chomp, ReLU, Dropout, twice.
+    """
 
     def __init__(self, d_in: int, d_out: int, kernel: int, dilation: int, dropout: float) -> None:
         super().__init__()
@@ -134,16 +140,24 @@ class TemporalBlock(nn.Module):
             nn.Conv1d(d_in, d_out, kernel, padding=pad, dilation=dilation),
             Chomp(pad),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            L.Dropout(dropout),
             nn.Conv1d(d_out, d_out, kernel, padding=pad, dilation=dilation),
             Chomp(pad),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            L.Dropout(dropout),
         )
         self.skip = nn.Conv1d(d_in, d_out, 1) if d_in != d_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
-        return F.relu(self.net(x) + self.skip(x))
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C); `rows` (B, T, 1) 0/1: compute as on `x * rows` (see causal_conv)."""
+        conv1, drop, conv2 = self.net[0], self.net[3], self.net[4]
+        skip = self.skip if isinstance(self.skip, nn.Conv1d) else None
+        h, res = L.causal_conv(x, conv1, skip, rows)
+        h = drop(F.relu(h))
+        h = drop(F.relu(L.causal_conv(h, conv2)[0]))
+        if res is None:
+            res = x if rows is None else x * rows
+        return F.relu(h + res)
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
@@ -170,11 +184,14 @@ class ModalityEmbedding(nn.Module):
             ]
         )
         self.register_buffer("pe", sinusoidal_encoding(seq_len, d), persistent=False)
-        self.drop = nn.Dropout(cfg.embed_dropout)
+        self.drop = L.Dropout(cfg.embed_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask[..., None].to(x.dtype)
-        h = self.tcn((x * m).transpose(1, 2)).transpose(1, 2) * self.scale
+        h = self.tcn[0](x, m)  # = tcn[0](x * m): masks level 0's product, not the wide input
+        for block in self.tcn[1:]:
+            h = block(h)
+        h = h * self.scale
         return self.drop(h + self.pe[: h.shape[1]]) * m
 
 
@@ -184,11 +201,11 @@ class Encoder(nn.Module):
     def __init__(self, width: int, heads: int, depth: int, dropout: float) -> None:
         super().__init__()
         self.mha = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, batch_first=True)
-        self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        layer = L.EncoderLayer(width, heads, 4 * width, dropout, batch_first=True)
+        self.layers = L.Encoder(layer, depth, enable_nested_tensor=False)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        att, _ = self.mha(x, x, x, key_padding_mask=pad, need_weights=False)
+        att = L.attention(self.mha, x, pad)
         return torch.cat([x, att, self.layers(x, src_key_padding_mask=pad)], dim=-1)
 
 
@@ -301,12 +318,12 @@ class PooledModel(nn.Module):
         if cfg.attention:
             self.score = nn.ModuleDict({m: nn.Linear(dims[m], 1) for m in self.names})
         width_in = sum(k * dims[m] + 1 for m in self.names)
-        layers: list[nn.Module] = [nn.Dropout(cfg.input_dropout)]
+        layers: list[nn.Module] = [L.Dropout(cfg.input_dropout)]
         for i in range(cfg.depth):
             layers += [
                 nn.Linear(width_in if i == 0 else cfg.width, cfg.width),
                 nn.ReLU(),
-                nn.Dropout(cfg.dropout),
+                L.Dropout(cfg.dropout),
             ]
         self.body = nn.Sequential(*layers)
         head_in = cfg.width if cfg.depth else width_in
@@ -359,7 +376,7 @@ class LstmModel(nn.Module):
         self.out = nn.Sequential(
             nn.Linear(width, cfg.hidden),
             nn.ReLU(),
-            nn.Dropout(cfg.head_dropout),
+            L.Dropout(cfg.head_dropout),
             nn.Linear(cfg.hidden, NUM_EMOTIONS),
         )
         self.skip = PooledSkip([dims["all"]]) if cfg.pooled_skip else None
@@ -367,7 +384,9 @@ class LstmModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         x, mask = batch["all"], batch["all_mask"]
         lengths = mask.sum(dim=1).clamp(min=1)  # a sample with no steps reads one zero step
-        x = self.inp(x * mask[..., None].to(x.dtype))
+        # inp has no bias, so masking its (B, T, hidden) output equals masking the (B, T, D)
+        # input, at hidden/D of the cost (64/2560: a quarter of the step was this multiply)
+        x = self.inp(x) * mask[..., None].to(x.dtype)
         if self.cfg.bidirectional:
             packed = nn.utils.rnn.pack_padded_sequence(
                 x, lengths.cpu(), batch_first=True, enforce_sorted=False

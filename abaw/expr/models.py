@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from abaw import layers as L
 from abaw.expr import NUM_CLASSES
 from abaw.registry import Registry
 
@@ -94,11 +95,11 @@ class FusionTransformer(nn.Module):
         self.fuse = BackboneFuse(dims, cfg)
         self.embed = nn.Linear(self.fuse.out_dim, d)
         self.pos = SinusoidalPositions(d)
-        self.drop = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(
+        self.drop = L.Dropout(cfg.dropout)
+        layer = L.EncoderLayer(
             d, cfg.heads, cfg.mlp_dim, cfg.dropout, batch_first=True, norm_first=cfg.norm_first
         )
-        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.encoder = L.Encoder(layer, cfg.layers, enable_nested_tensor=False)
         self.head = nn.Linear(d, num_classes)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
