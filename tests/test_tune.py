@@ -550,3 +550,62 @@ def test_a_journal_append_finishes_before_a_ctrl_c_takes_effect(tmp_path, monkey
     assert not list(tmp_path.glob("*.lock*")), "the lock was released"
     monkeypatch.undo()
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
+
+
+def test_a_trial_out_of_device_memory_fails_alone_with_its_reason(eri, tmp_path, monkeypatch):
+    import torch
+
+    import abaw.tune.worker as worker
+
+    real, calls, freed = abaw.train.fit, [], []
+
+    def oom_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*a, **k)
+
+    def free() -> None:  # called once the traceback (the trial's tensors) is gone
+        freed.append(sys.exc_info()[1])
+
+    monkeypatch.setattr(abaw.train, "fit", oom_second)
+    monkeypatch.setattr(worker, "_free_device_memory", free)
+    study = run_study(_sweep(tmp_path), eri, trials=3, runs=tmp_path / "runs", show_progress=False)
+    complete, fail = TrialState.COMPLETE, TrialState.FAIL
+    assert [t.state for t in study.trials] == [complete, fail, complete, complete]
+    reason = study.trials[1].user_attrs[T.TRIAL_FAIL_REASON]
+    assert reason.startswith("out of device memory on cpu (the only worker on the device; ")
+    assert reason.endswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert freed == [None]
+
+
+def test_the_reason_of_a_packed_trial_out_of_memory_names_the_sharing():
+    import torch
+
+    from abaw.tune.worker import failure_reason
+
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. " + "details " * 100)
+    reason = failure_reason(oom, device=torch.device("cuda", 0), jobs=4)
+    assert reason.startswith(
+        "out of device memory on cuda:0 (4 workers share the device; try fewer --jobs or a "
+        "smaller batch): OutOfMemoryError: CUDA out of memory."
+    )
+    assert len(reason) == 500
+    other = failure_reason(ValueError("bad\nvalue"), device="cuda:0", jobs=4)
+    assert other == "ValueError: bad value"
+
+
+def test_packed_workers_share_a_cuda_device_and_leave_the_cpu_alone(monkeypatch):
+    import torch
+
+    from abaw.tune.pool import DEVICE_SHARE, share_device
+
+    calls = []
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d))
+    )
+    assert share_device(torch.device("cpu"), 4) is None
+    assert share_device(torch.device("cuda", 1), 1) is None  # one job: the whole card
+    assert calls == []
+    assert share_device(torch.device("cuda", 1), 4) == pytest.approx(DEVICE_SHARE / 4)
+    assert calls == [(pytest.approx(0.2375), 1)]

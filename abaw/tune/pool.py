@@ -1,4 +1,9 @@
-"""`--jobs N`: N spawned worker processes on this machine, and Ctrl-C across all of them."""
+"""`--jobs N`: N spawned worker processes on this machine, and Ctrl-C across all of them.
+
+On one CUDA device the N workers share its memory: each caps its caching allocator at
+DEVICE_SHARE / N of the card (`share_device`), so one worker's large trial runs out of its
+own share (that trial fails alone, abaw/tune/worker.py) instead of starving the others.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import optuna
 
@@ -15,14 +21,37 @@ from abaw.errors import AbawError
 from abaw.tune.signals import sigint_held
 from abaw.tune.worker import Runner, WorkerSettings
 
+# Share of a GPU's memory the workers of `--jobs N` divide between them; the rest is headroom
+# for what the caching allocator does not count (each process's CUDA context, cuBLAS/cuDNN
+# workspaces) and for other processes.
+DEVICE_SHARE = 0.95
+
+
+def share_device(device: Any, jobs: int) -> float | None:
+    """Cap this process's share of a CUDA `device` at DEVICE_SHARE / `jobs`; the fraction set.
+
+    Nothing on CPU or for a single job (None). Without a cap, N trials packed on one card
+    grow until one of them cannot allocate, and it is not always the one that used the most.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or jobs < 2:
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    fraction = DEVICE_SHARE / jobs
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction
+
 
 def _worker_main(w: WorkerSettings) -> None:
     """Entry point of a `--jobs N` worker process (spawned)."""
-    from abaw.train import set_threads
+    from abaw.train import resolve_device, set_threads
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     set_threads(jobs=w.jobs, threads=w.threads)
     try:
+        share_device(resolve_device(w.device), w.jobs)
         Runner(w).run()
     except KeyboardInterrupt:
         sys.exit(130)

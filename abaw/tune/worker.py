@@ -108,10 +108,35 @@ def retain(study: optuna.Study, store: AtomicArtifactStore, keep: int) -> list[i
     return removed
 
 
-def _free_device_memory() -> None:
+def failure_reason(e: BaseException, *, device: Any, jobs: int) -> str:
+    """A failed trial's reason, one line; running out of device memory says what to change.
+
+    With `--jobs N` on one GPU each worker may use about 1/N of its memory (abaw/tune/pool.py),
+    so a trial that fits alone can run out when packed: the reason names the sharing first, so
+    the 500-character cut only ever shortens torch's own account of the allocator.
+    """
     import torch
 
-    if torch.cuda.is_available():
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        share = (
+            f"{jobs} workers share the device; try fewer --jobs or a smaller batch"
+            if jobs > 1
+            else "the only worker on the device; try a smaller batch or model"
+        )
+        return f"out of device memory on {device} ({share}): {_one_line(e)}"[:500]
+    return _one_line(e)
+
+
+def _free_device_memory() -> None:
+    """Hand a failed trial's cached device memory back, so the next trial (or another worker
+    packed on the same GPU) can use it. Call it outside the `except` clause: until then the
+    traceback holds the trial's model and activations."""
+    import gc
+
+    import torch
+
+    if torch.cuda.is_initialized():
+        gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -207,6 +232,7 @@ class Runner:
     def _trial(self, trial: optuna.Trial) -> tuple[TrialState, str]:
         hb = heartbeat(trial, storage=self.storage)
         hb.start()
+        reason = None
         try:
             value = self._train(trial)
         except optuna.TrialPruned:
@@ -220,8 +246,9 @@ class Runner:
             raise
         except Exception as e:
             hb.join()
-            reason = _one_line(e)
+            reason = failure_reason(e, device=self.device, jobs=self.w.jobs)
             self._fail(trial, reason)
+        if reason is not None:  # out of the except clause: the traceback is gone
             _free_device_memory()
             return TrialState.FAIL, reason
         hb.join()
