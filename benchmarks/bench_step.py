@@ -27,6 +27,7 @@ Cases (batch shapes of the sweeps):
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -233,6 +234,9 @@ def _worktree(rev: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="abaw-ref-")) / "src"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev],
                    check=True, capture_output=True)  # fmt: skip
+    # removed again when this script ends, so runs do not pile up worktrees in the checkout
+    atexit.register(subprocess.run, ["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                     str(path)], capture_output=True, check=False)  # fmt: skip
     return path
 
 
