@@ -373,6 +373,20 @@ def test_docs_cite_nothing_outside_the_repository():
     assert not found, f"pages cite files outside the repository: {found}"
 
 
+def test_code_cites_nothing_outside_the_repository():
+    """Docstrings and comments point at docs/, which a user has, never at the team's folders."""
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("abaw/**/*.py"), *root.glob("benchmarks/*.py"), *root.glob("sweeps/*")]
+    found = [
+        f"{f.relative_to(root)}:{n}"
+        for f in files
+        if f.is_file()
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+        if "../shared" in line or "../notes" in line
+    ]
+    assert not found, f"code cites files outside the repository: {found}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
 def test_page_follows_the_convention(page):
     """no-test blocks say why; no command hides in an unlabelled block; no stale markers."""

@@ -1,8 +1,8 @@
 """The ERI submission: one CSV, `File_ID` then the 7 emotions, one row per test ID.
 
-Rules (../shared/docs/formats.md): exact header in challenge order; every test ID of the
-user's data exactly once (those missing a modality too), nothing else; values finite in
-[0, 1]. IDs are written as the data spells them (labels.csv / data_info.csv) unless
+Rules (docs/submitting.md: "ERI: one CSV", "Validation rules"): exact header in challenge
+order; every test ID of the user's data exactly once (those missing a modality too), nothing
+else; values finite in [0, 1]. IDs are written as the data spells them (labels.csv / data_info.csv) unless
 `--id-style bracketed|bare` says otherwise; `validate` accepts any one of the three
 spellings used consistently through the file.
 """
