@@ -237,6 +237,33 @@ def test_study_with_no_kept_trial(tmp_path):
     assert any("No kept trial" in n for n in rep.notes)
 
 
+def test_slice_plot_shows_the_most_important_parameters(tmp_path):
+    """With more searched parameters than panels, the slice plot keeps the most important
+    ones (by the importances figure's own fANOVA) and a note names the ones left out."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    storage = JournalStorage(JournalFileBackend(str(runs / "optuna-journal.log")))
+    study = optuna.create_study(
+        study_name="wide",
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    names = [f"p{i:02d}" for i in range(14)]  # alphabetical order puts p13 last
+
+    def objective(trial: optuna.Trial) -> float:
+        xs = {n: trial.suggest_float(n, 0.0, 1.0) for n in names}
+        return 3.0 * xs["p13"] + 0.01 * xs["p00"]
+
+    study.optimize(objective, n_trials=24)
+    rep = make_report(study=study, runs=runs)
+    assert "slice" in rep.figures
+    (note,) = [n for n in rep.notes if "slice plot shows" in n]
+    assert "12 of the 14" in note
+    left_out = note.split("left out: ")[1].rstrip(".").split(", ")
+    assert len(left_out) == 2 and "p13" not in left_out
+
+
 def test_unknown_names_are_one_sentence(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(AbawError, match="no study storage at"):

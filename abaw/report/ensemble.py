@@ -166,10 +166,12 @@ def _selection(manifest: dict[str, Any], metric: str) -> list[str]:
         paragraph(WHY_WEIGHT_ZERO),
         paragraph(
             f"The first {kept} of {len(rows)} steps were kept (the shortest prefix with the "
-            "best devel score); each member's weight is how often it appears there."
+            "best devel score); each member's weight is how often it appears there. Scores "
+            "here are of the plain weighted average, before any post-processing below, so "
+            "the last one kept can differ from the ensemble's devel score."
         ),
         table(
-            ["step", "how", "member", f"devel {metric} after", "kept"],
+            ["step", "how", "member", f"devel {metric} after (before post-processing)", "kept"],
             rows,
             row_class=classes,
             left=(1, 2, 4),
