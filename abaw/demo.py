@@ -23,6 +23,7 @@ from typing import Any
 from abaw.console import console, escape
 from abaw.errors import AbawError
 from abaw.io import writable_dir
+from abaw.sweep import SHIPPED_SWEEPS
 from abaw.track import get_track, track_names
 
 MAX_TRIALS = 12  # per variant: past this the budget buys little on demo data
@@ -92,7 +93,7 @@ def _stage(title: str) -> None:
 
 def sweeps_dir() -> Path:
     """The repository's sweeps/ folder (next to the package in a checkout or editable install)."""
-    here = Path(__file__).resolve().parent.parent / "sweeps"
+    here = SHIPPED_SWEEPS
     if (here / "eri-fusion.toml").is_file():
         return here
     raise AbawError(

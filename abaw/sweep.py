@@ -174,17 +174,22 @@ def _parse_param(name: str, spec: Any, where: str) -> ParamSpec:
     return ParamSpec(name, kind, low, high, log, step)
 
 
+SHIPPED_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"  # a checkout's sweeps/
+
+
 def _sweeps_near(path: Path) -> str:
-    """'; sweeps in DIR: a.toml, b.toml' (closest name first) for a mistyped sweep path."""
+    """'; sweeps in DIR: a.toml, b.toml' (closest name first) for a mistyped sweep path:
+    next to it, then ./sweeps, then the sweeps shipped with this checkout (a demo folder or
+    a team's own project folder has no sweeps/ of its own)."""
     import difflib
 
-    for folder in (path.parent, Path("sweeps")):
+    for folder in (path.parent, Path("sweeps"), SHIPPED_SWEEPS):
         found = sorted(folder.glob("*.toml")) if folder.is_dir() else []
         if found:
             names = [f.name for f in found]
             close = difflib.get_close_matches(path.name, names, n=len(names), cutoff=0.0)
             return f"; sweeps in {folder}: {', '.join(close)} (closest first)"
-    return "; no sweep files (*.toml) next to it or in sweeps/"
+    return f"; no sweep files (*.toml) next to it, in sweeps/ or in {SHIPPED_SWEEPS}"
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -169,6 +169,7 @@ def test_new_study_starts_from_the_fixed_configuration(eri_tiny, tmp_path, capsy
     assert {k: t0.params[k] for k in fixed} == fixed
     out = capsys.readouterr().out
     assert "first trial: the sweep's [fixed] values" in out and "[fixed]" in out
+    assert "0 trial(s) so far (1 queued)" in out  # the queued [fixed] trial has not run yet
     # resume: the study has trials, so nothing is enqueued again; counting is unchanged
     study = _tune(eri_tiny, tmp_path / "runs", 3)
     states = [t.state for t in study.trials]
@@ -309,6 +310,14 @@ def test_mistyped_sweep_lists_the_sweeps_closest_first():
     assert listed[0] == "eri-fusion.toml" and "expr-regnet.toml" in msg
 
 
+def test_mistyped_sweep_outside_the_checkout_lists_the_shipped_sweeps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a demo or project folder: no sweeps/ of its own
+    with pytest.raises(ConfigError) as e:
+        load_sweep("sweeps/eri-fuson.toml")
+    msg = str(e.value)
+    assert f"sweeps in {ROOT / 'sweeps'}: eri-fusion.toml" in msg
+
+
 def test_studies_without_storage_names_where_studies_are(tmp_path, monkeypatch, capsys):
     make_study(tmp_path / "demo" / "runs", "s", "eri", [eri_member(0, IDS_DEV, Y, IDS_TEST)])
     monkeypatch.chdir(tmp_path)
@@ -346,6 +355,24 @@ def test_inspect_takes_a_modality_for_custom_features(tmp_path, capsys):
         cli(["inspect", "--track", "eri", "--data", str(data), "--features", '{MyNet = "visual"}'])
         == 0
     )
+    assert "MyNet" in capsys.readouterr().out
+
+
+def test_inspects_own_suggestion_for_unloaded_folders_runs_as_pasted(tmp_path, capsys):
+    import shlex
+    import shutil
+
+    from abaw.eri.synth import write_eri
+
+    data = tmp_path / "my data" / "eri"  # a space in the path: the command quotes it
+    write_eri(data, scale="tiny", seed=0, n_jobs=1, show_progress=False)
+    shutil.copytree(data / "feats" / "PosterV2-ViT", data / "feats" / "MyNet")
+    cli(["inspect", "--track", "eri", "--data", str(data)])
+    said = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+    command = said.split("check them too: ")[1].split(" (write =audio")[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["abaw", "inspect"] and "MyNet=visual" in argv[-1]
+    assert cli(argv[1:]) == 0
     assert "MyNet" in capsys.readouterr().out
 
 
@@ -417,3 +444,23 @@ def test_idle_openmp_threads_sleep_only_on_a_busy_cpu(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
     _omp_wait_policy()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_greedy_that_keeps_one_member_alone_is_a_tie_not_a_warning(tmp_path, capsys):
+    """One good member and two poor ones: greedy keeps the good one alone, so nothing was
+    combined; the best single is written and the line says why, without a warning."""
+    files = _members(tmp_path)
+    runs = tmp_path / "r"
+    res = build_ensemble("eri", name="one", predictions=files, method="greedy", runs=runs)
+    v = res.verdict
+    assert v is not None and v.used == 1 and v.alone and not v.wins
+    assert res.manifest["verdict"]["members_used"] == 1
+    assert "kept one member alone" in v.line() and "does NOT win" not in v.line()
+    argv = ["ensemble", "--predictions", *map(str, files), "--name", "one2", "--runs", str(runs)]
+    assert cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "kept one member alone" in out and "WARNING" not in out
+    # the plain mean combines all three and loses: that one is still a warning
+    argv = ["ensemble", "--predictions", *map(str, files), "--method", "mean", "--name", "m"]
+    assert cli([*argv, "--runs", str(runs)]) == 0
+    assert "WARNING: honest estimate" in capsys.readouterr().out

@@ -502,3 +502,30 @@ def test_harness_runs_fails_and_xfails(tmp_path, tiny_data, shim_bin, monkeypatc
     assert outcomes["pending"][0] == "xfail" and "abaw.frobnicate" in outcomes["pending"][1]
     assert outcomes["built"][0] == "fail"  # abaw.train exists: its failure is a real one
     assert outcomes["skipped"][0] == "skip"
+
+
+TRAINS = re.compile(r"\babaw (train|tune|demo|extract)\b|\b(fit|run_study|run_demo|train_sweep)\(")
+COST_WINDOW = 16  # lines of prose around a block (or its own comments) that must state its cost
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_block_that_trains_says_what_it_costs(page):
+    """A reader on a deadline plans with the cost: every runnable block that trains, tunes or
+    extracts has, in its own comments or the prose around it, the word CPU (with a time)
+    and the word GPU (a figure, or that none is measured yet), and the page links the cost
+    table (training.md's own section needs no link)."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(lines)
+    problems = []
+    for b in parse_blocks(page):
+        if b.no_test or b.lang not in RUNNABLE or not TRAINS.search(b.text):
+            continue
+        before = lines[max(0, b.line - 1 - COST_WINDOW) : b.line - 1]
+        after = lines[b.end : b.end + COST_WINDOW // 2]
+        near = "\n".join([*before, b.text, *after])
+        missing = [w for w in ("CPU", "GPU") if w not in near]
+        if missing:
+            problems.append(f"{b.where}: no {' or '.join(missing)} cost near this block")
+    if problems and page.name != "training.md" and "what-training-costs" not in text:
+        problems.append(f"{_page_id(page)}: no link to training.md#what-training-costs")
+    assert not problems, problems

@@ -296,3 +296,30 @@ def test_cli(tmp_path):
         text=True,
     )
     assert r.returncode == 1 and "no study 'nope'" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("low, high", [(2e-4, 9e-4), (1e-5, 1e-2), (3e-4, 3.3e-4)])
+def test_log_slice_panels_label_their_ticks(tmp_path, monkeypatch, low, high):
+    """A log-scaled parameter gets at least two labelled ticks inside its panel, also when
+    the searched range lies within one decade (a LogLocator then has no power of ten)."""
+    import abaw.report.figures as F
+
+    seen: dict[str, list[str]] = {}
+    keep = F.save_png
+
+    def grab(fig, path, **kw):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = sorted(ax.get_xlim())
+        seen["labels"] = [
+            t.get_text()
+            for t, x in zip(ax.get_xticklabels(), ax.xaxis.get_majorticklocs(), strict=True)
+            if t.get_text() and lo <= x <= hi
+        ]
+        return keep(fig, path, **kw)
+
+    monkeypatch.setattr(F, "save_png", grab)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("train.lr", low, high, log=True), n_trials=8)
+    F.plot_slices(study.trials, ["train.lr"], "macro F1", tmp_path / "slice.png")
+    assert len(seen["labels"]) >= 2, seen

@@ -166,7 +166,8 @@ def ensemble(manifest: dict[str, Any], members: Sequence[Any] | None = None) -> 
         if note != verdict.get("line"):
             line(f"note: {note}")
     if verdict:
-        line(("" if verdict["ensemble_wins"] else "WARNING: ") + verdict["line"])
+        quiet = verdict["ensemble_wins"] or verdict.get("members_used") == 1
+        line(("" if quiet else "WARNING: ") + verdict["line"])
 
 
 def submitted(res: Any) -> None:
@@ -247,7 +248,15 @@ def demo_summary(results: list[Any], seconds: float) -> None:
         s, verdict = r.ensemble, r.verdict
         single = verdict.get("written") == "best_single"
         gain = verdict.get("honest_gain")
-        word = "" if not verdict else (" wins" if verdict.get("ensemble_wins") else " loses")
+        word = (
+            ""
+            if not verdict
+            else " wins"
+            if verdict.get("ensemble_wins")
+            else " = one member"
+            if verdict.get("members_used") == 1
+            else " loses"
+        )
         t.add_row(
             track, f"best single ({s.get('best_single_member', '?')})", "",
             _f(s.get("best_single_devel")), _pct(s.get("best_single_devel"), r.oracle_devel),

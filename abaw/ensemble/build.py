@@ -157,6 +157,7 @@ def fit_devel(
         sc["best_single_member"],
         len(members),
         keep,
+        used=int((np.abs(fitted.recipe.weights_).sum(axis=1) > 0).sum()),
     )
     written = fitted
     if verdict.written == BEST_SINGLE:

@@ -25,6 +25,7 @@ class Verdict:
     best_single_member: str
     members: int
     keep: bool = False  # write the ensemble even when it does not win
+    used: int = 0  # members with a non-zero weight in the fitted ensemble (0: not known)
 
     @property
     def gain(self) -> float:
@@ -35,6 +36,12 @@ class Verdict:
     def wins(self) -> bool:
         """Only a positive honest gain counts as a win (a tie is not worth the risk)."""
         return self.gain > 0
+
+    @property
+    def alone(self) -> bool:
+        """The fitted ensemble put all its weight on one member: nothing was combined, so
+        not winning is a tie with a single model, not a loss worth a warning."""
+        return self.used == 1 and self.members > 1
 
     @property
     def written(self) -> str:
@@ -56,6 +63,11 @@ class Verdict:
             return f"{both}: one member, nothing to combine; its predictions are written"
         if self.keep:
             return f"{both}: the ensemble does NOT win; written anyway (--keep-ensemble)"
+        if self.alone:
+            return (
+                f"{both}: the ensemble kept one member alone (nothing to combine), so the best "
+                "single member (with the same post-processing) is written"
+            )
         return (
             f"{both}: the ensemble does NOT win, so the best single member (with the same "
             "post-processing) is written and will be submitted; --keep-ensemble keeps the ensemble"
@@ -69,6 +81,7 @@ class Verdict:
             "written": self.written,
             "best_single_member": self.best_single_member,
             "kept_ensemble": self.keep and not self.wins,
+            "members_used": self.used,
             "line": self.line(),
         }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,12 +350,13 @@ def inspect_data(root: Path, *, features: list[str] | None = None, use_cache: bo
     ]
     if unknown:
         named = ",".join(
-            [*mapping, *(u if u in KNOWN_MODALITIES else f"{u}=audio|visual" for u in unknown)]
+            [*mapping, *(u if u in KNOWN_MODALITIES else f"{u}=visual" for u in unknown)]
         )
         rep.warnings.append(
             f"feature folders not loaded (unknown modality or not chosen): {', '.join(unknown)}; "
-            f"check them too: abaw inspect --features '{named}' (each unknown name with its "
-            "modality, the mapping data.features takes)"
+            f"check them too: abaw inspect --track eri --data {shlex.quote(str(root))} "
+            f"--features '{named}' (write =audio for an audio set; the same mapping "
+            "data.features takes)"
         )
     sec = Section(
         "Feature sets", ["name", "modality", "width", "files", "length min", "median", "max"]

@@ -93,9 +93,15 @@ def plot_scores(
         right.set_xlim(*_zoom(shown, 0.35))
     right.set_xlabel(f"{metric} (axis zoomed)")
     title = "Honest comparison"
-    if verdict and "honest_gain" in verdict:
-        word = "ensemble wins" if verdict.get("ensemble_wins") else "ensemble does not win"
-        title += f": gain {verdict['honest_gain']:+.4f}, {word}"
+    if verdict and "honest_gain" in verdict:  # two lines: one would run past the panel
+        word = (
+            "ensemble wins"
+            if verdict.get("ensemble_wins")
+            else "ensemble kept one member alone"
+            if verdict.get("members_used") == 1
+            else "ensemble does not win"
+        )
+        title += f"\ngain {verdict['honest_gain']:+.4f}: {word}"
     right.set_title(title, fontsize=10)
     right.grid(axis="x", alpha=0.3)
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=8, frameon=False)

@@ -86,13 +86,35 @@ def plot_intermediate(study: optuna.Study, metric: str, path: Path) -> Path | No
     return save_png(fig, path)
 
 
+def _log_marks(lo: float, hi: float) -> list[float] | None:
+    """Three geometric tick marks for a log axis whose data hold fewer than two powers of
+    ten (None: enough powers of ten for a LogLocator), rounded to the fewest significant
+    digits that keep them distinct and inside the data."""
+    if lo <= 0 or hi <= lo:
+        return None if lo <= 0 else [lo]
+    if np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) >= 1:
+        return None
+    raw = np.geomspace(lo, hi, 3)
+    for digits in (1, 2, 3):
+        marks = sorted({float(f"{v:.{digits}g}") for v in raw})
+        if len(marks) == 3 and lo <= marks[0] and marks[-1] <= hi:
+            return marks
+    return [float(f"{v:.3g}") for v in raw]
+
+
 def plot_slices(
     trials: list[optuna.trial.FrozenTrial], params: list[str], metric: str, path: Path
 ) -> Path:
     """Devel score against each searched parameter, four panels a row (Optuna's slice plot,
     redrawn so that panels keep a readable width and log-axis tick labels never overlap)."""
     plt = pyplot()
-    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import (
+        FixedLocator,
+        FuncFormatter,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+    )
 
     ncols = min(4, len(params))
     nrows = -(-len(params) // ncols)
@@ -113,8 +135,14 @@ def plot_slices(
             ax.set_xlim(-0.5, len(labels) - 0.5)
         elif getattr(dist, "log", False):
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(numticks=4))
             ax.xaxis.set_minor_formatter(NullFormatter())
+            lo, hi = (min(xs), max(xs)) if xs else (1.0, 1.0)
+            marks = _log_marks(lo, hi)
+            if marks is None:
+                ax.xaxis.set_major_locator(LogLocator(numticks=4))
+            else:  # fewer than two powers of ten inside the data: a LogLocator labels one
+                ax.xaxis.set_major_locator(FixedLocator(marks))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         else:
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.scatter(xs, [t.value for t in ts], c=[t.number for t in ts], cmap="viridis", norm=norm,

@@ -250,8 +250,13 @@ def _run(w: WorkerSettings, ready: _Prepared, *, names: list[str], title: str, l
     monitor = Monitor(
         ready.study, names, w.trials, live=live, progress=progress_dir(w.runs, w.study)
     )
+    states = [t.state for t in ready.study.get_trials(deepcopy=False)]
+    queued = states.count(optuna.trial.TrialState.WAITING)
     print(
-        f"{title}: {len(ready.study.trials)} trial(s) so far; "
+        f"{title}: {len(states) - queued} trial(s) so far"
+        + (f" ({queued} queued)" if queued else "")
+        + "; "
+        f"target {w.trials or 'unlimited'} finished; {w.jobs} worker(s) x {ready.threads} "
         f"target {w.trials or 'unlimited'} finished; {w.jobs} worker(s) x {ready.threads} "
         f"CPU thread(s) on {ready.device}; artifacts in {ready.artifacts}",
         flush=True,
