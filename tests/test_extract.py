@@ -9,6 +9,11 @@ to files. Small inputs (64 px) keep it to seconds on two cores.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +34,7 @@ TRAIN = {"v1": 24, "v2_left": 20, "v2_right": 20, "v5": 18}
 DEVEL = {"v3": 20, "v6": 16}
 TEST = {"v4": 14}
 MISSING = {"v1": [3, 4], "v4": [14], "v3": [1]}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +175,36 @@ def test_options_of_the_other_track_are_refused(media, capsys):
     assert "--videos do not apply to the expr track (tracks that take them: eri)" in (
         capsys.readouterr().err
     )
+
+
+_AFTER_DETECTION = """
+import sys
+from pathlib import Path
+from abaw.extract import extract, media
+from abaw.extract.faces import DetectorConfig, build_detector
+eri, videos, weights = sys.argv[1:4]
+_, _, rgb = next(media.video_frames(Path(videos) / "00001.mp4", None))
+assert build_detector(DetectorConfig())(rgb) is not None  # OpenCV's thread pool now runs here
+got = extract("eri", eri, videos=videos, name="AfterHaar", backbone="torchvision:resnet18",
+              weights=weights, input_size=64, workers=1, show_progress=False)
+print("written", got.written)
+"""
+
+
+def test_workers_start_after_a_detection_in_the_main_process(media):
+    """A notebook that detected a face in-process (an ERI run with workers=0) forks workers
+    whose copy of OpenCV's thread pool has no threads: reconfiguring it there hung forever."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _AFTER_DETECTION, str(media["eri"]), str(media["videos"]),
+         str(media["r18"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,  # on a hang, the hung worker goes too
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("extract(..., workers=1) hung after a face detection in the main process")
+    assert proc.returncode == 0, err[-2000:]
+    assert f"written {len(media['truth'])}" in out

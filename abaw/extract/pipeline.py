@@ -8,6 +8,13 @@ runs the backbone on each batch (bf16 autocast and channels-last on CUDA) while 
 prepare the next ones, and a writer thread writes finished targets, so decoding, resizing and
 writing hide behind the model. Errors in a worker come back as data and are raised in the main
 process as the same DataError (one sentence naming the file).
+
+Workers set no thread counts of their own: torch's worker loop already runs each on one
+intra-op thread, and OpenCV runs a forked child's loops on the calling thread (measured:
+no thread starts in a worker). Calling `cv2.setNumThreads` in a forked worker is not only
+redundant but fatal once the parent has used OpenCV's pool (a face detected in-process, as
+an ERI run with workers=0 does): it tears down the parent's copied pool, whose threads do not
+exist in the child, and hangs in pthread_cond_destroy.
 """
 
 from __future__ import annotations
@@ -171,16 +178,6 @@ class _Stream(IterableDataset):
             yield buf.emit()
 
 
-def _init_worker(_: int) -> None:
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - frames need only PIL
-        pass
-
-
 # ---------------------------------------------------------------- main side
 
 
@@ -242,7 +239,6 @@ def run(
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=_init_worker if workers else None,
         pin_memory=model.device.type == "cuda",
         persistent_workers=False,
     )
