@@ -1,11 +1,13 @@
 """`abaw extract` on bad input: one sentence naming the file, exit 1, nothing half-written.
 
 A corrupt or truncated JPG, an unreadable or truncated video, a video without an audio
-stream, weights for another architecture, an image folder missing for an annotated video.
+stream, weights for another architecture, an image folder missing for an annotated video, a
+torchvision or timm that cannot be imported.
 """
 
 from __future__ import annotations
 
+import builtins
 import shutil
 
 import pytest
@@ -82,6 +84,32 @@ def test_weights_of_another_architecture(base, capsys):
               "[64, 3, 7, 7]", "resnet18-f37072fd.pth")  # fmt: skip
     code, err = _run(capsys, *_expr(base, base / "expr", weights="nothing.pth"))
     _one_line(err, "nothing.pth: weights file not found")
+
+
+@pytest.mark.parametrize(
+    "arch, error",
+    [("torchvision:resnet18", RuntimeError("operator torchvision::nms does not exist")),
+     ("timm:resnet18", OSError("libtorchvision.so: undefined symbol"))],
+)  # fmt: skip
+def test_torchvision_or_timm_that_fails_to_import(base, capsys, monkeypatch, arch, error):
+    """A torchvision built for another torch (torch 2.13.0+cpu here) raises on import."""
+    real = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name.partition(".")[0] in ("torchvision", "timm"):
+            raise error
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    args = ["--track", "expr", "--data", str(base / "expr"), "--name", "T",
+            "--backbone", arch, "--weights", str(base / "r18.pth")]  # fmt: skip
+    code, err = _run(capsys, *args)
+    assert code == 1 and "This is a bug" not in err
+    module = arch.partition(":")[0]
+    _one_line(err, f"--backbone {arch}: {module} is installed but fails to import",
+              f"({type(error).__name__}: {error})", "pip install torch==2.14.1 "
+              "torchvision==0.29.1 -e '.[extract]'", "docs/extract.md")  # fmt: skip
+    assert not (base / "expr" / "features" / "T").exists()
 
 
 def _eri(base, videos, name="V", *more):

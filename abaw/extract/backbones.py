@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -91,14 +92,33 @@ class Backbone:
     sha256: str = ""
 
 
-def _need(module: str, arch: str):
+_PIN = (
+    "pip install torch==2.14.1 torchvision==0.29.1 -e '.[extract]' (docs/extract.md, "
+    "Installing; on a GPU machine your CUDA build of torch with its matching torchvision)"
+)
+
+
+def _need(module: str, arch: str) -> ModuleType:
+    """Import torchvision or timm, or one ConfigError saying which install fixes it.
+
+    A torchvision built for another torch is installed but fails on import with RuntimeError
+    ("operator torchvision::nms does not exist" under torch 2.13.0+cpu, and timm imports
+    torchvision) or OSError (a missing shared library); uncaught, that reached the CLI as
+    "unexpected RuntimeError ... This is a bug".
+    """
     try:
         return __import__(module)
     except ImportError as e:
         raise ConfigError(
             f"--backbone {arch} needs {module}, which is not installed ({e}). Install the "
-            "extraction extra: pip install -e '.[extract]' (docs/extract.md: torch 2.14.1 with "
-            "torchvision 0.29.1, or your CUDA build)"
+            f"extraction extra: {_PIN}"
+        ) from None
+    except (RuntimeError, OSError) as e:
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise ConfigError(
+            f"--backbone {arch}: {module} is installed but fails to import under torch "
+            f"{torch.__version__} ({type(e).__name__}: {first}), as a {module} built for another "
+            f"torch does. Install the pair extraction is tested with: {_PIN}"
         ) from None
 
 
