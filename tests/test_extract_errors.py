@@ -83,7 +83,32 @@ def test_weights_of_another_architecture(base, capsys):
               "does not have (layer1.2.conv1.weight", "Expected 100 tensors such as conv1.weight "
               "[64, 3, 7, 7]", "resnet18-f37072fd.pth")  # fmt: skip
     code, err = _run(capsys, *_expr(base, base / "expr", weights="nothing.pth"))
-    _one_line(err, "nothing.pth: weights file not found")
+    assert code == 1  # a missing file says as much as a wrong one: what to fetch, from where
+    _one_line(err, "nothing.pth: weights file not found", "torchvision:resnet18 expects 100 "
+              "tensors such as conv1.weight [64, 3, 7, 7]", "published as torchvision's "
+              "ImageNet weights (https://download.pytorch.org/models/resnet18-f37072fd.pth")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "arch, needles",
+    [("timm:test_vit", ("timm:test_vit expects 78 tensors such as cls_token [1, 1, 64]",
+                        "the Hugging Face hub repository timm/test_vit")),
+     ("inception_resnet_v1", ("inception_resnet_v1 expects 602 tensors such as "
+                              "conv2d_1a.conv.weight [32, 3, 3, 3]",
+                              "20180402-114759-vggface2.pt (VGGFace2)")),
+     ("file:PROGRAM", ("model file not found", "expects a TorchScript or torch.export program "
+                       "taking a batch (N, 3, S, S)", "Such files are not published",
+                       "torch.export.save("))],
+)  # fmt: skip
+def test_missing_weights_file_says_what_to_fetch(base, tmp_path, capsys, arch, needles):
+    if arch.startswith("timm:"):
+        require("timm")
+    missing = tmp_path / "nothing.pt"
+    arch = arch.replace("PROGRAM", str(missing))
+    code, err = main(["extract", "--track", "expr", "--data", str(base / "expr"), "--name", "W",
+                      "--backbone", arch, "--weights", str(missing)]), capsys.readouterr().err  # fmt: skip
+    assert code == 1
+    _one_line(err, f"{missing}: ", *needles)
 
 
 @pytest.mark.parametrize(

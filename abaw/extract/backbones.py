@@ -159,6 +159,26 @@ def _shape_list(items: list[tuple[str, torch.Size]], n: int = 4) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def _expected(model: nn.Module) -> dict[str, torch.Size]:
+    """The architecture's tensors by name (batch-norm counters aside), as a file must hold them."""
+    return {
+        k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+
+
+def need_file(path: Path, arch: str, model: nn.Module, published: str) -> None:
+    """A missing weights file is the same one sentence as a wrong one: the file, what the
+    architecture expects, and where its weights are published (so a user knows what to fetch)."""
+    if path.is_file():
+        return
+    want = _expected(model)
+    raise ConfigError(
+        f"{path}: weights file not found (--weights names a local file; nothing is "
+        f"downloaded). {arch} expects {len(want)} tensors such as "
+        f"{_shape_list(list(want.items()), 3)}. Weights for {arch} are published as {published}"
+    )
+
+
 def load_weights(
     model: nn.Module,
     sd: dict[str, torch.Tensor],
@@ -175,9 +195,7 @@ def load_weights(
     """
     ignored = [k for k in sd if ignore and k.startswith(ignore)]
     sd = {k: v for k, v in sd.items() if k not in set(ignored)}
-    want = {
-        k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
-    }
+    want = _expected(model)
     got = {k: v.shape for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     missing = [(k, s) for k, s in want.items() if k not in got]
     extra = [(k, s) for k, s in got.items() if k not in want]
@@ -244,6 +262,7 @@ def _torchvision(name: str, arch: str, weights: Path | None) -> Backbone:
         arch, model, size, IMAGENET_MEAN, IMAGENET_STD, f"input of `{head}` (pooled)", weights
     )
     if weights is not None:
+        need_file(weights, arch, model, published)
         sd = read_state_dict(weights)
         if name.startswith("densenet"):
             sd = {(_DENSENET_OLD.sub(r"\1\2", k)): v for k, v in sd.items()}
@@ -267,6 +286,7 @@ def _timm(name: str, arch: str, weights: Path | None) -> Backbone:
     published = f"the Hugging Face hub repository {hub} (model.safetensors; download it once)"
     bb = Backbone(arch, model, size, mean, std, "timm's pooled features (num_classes=0)", weights)
     if weights is not None:
+        need_file(weights, arch, model, published)
         bb.ignored = load_weights(model, read_state_dict(weights), weights, arch, published, heads)
     return bb
 
@@ -280,9 +300,21 @@ def _irv1(arch: str, weights: Path | None) -> Backbone:
         "512-d embedding (last_bn), L2-normalised", weights,
     )  # fmt: skip
     if weights is not None:
+        need_file(weights, arch, model, _IRV1_FILES)
         sd = read_state_dict(weights)
         bb.ignored = load_weights(model, sd, weights, arch, _IRV1_FILES, ("logits.",))
     return bb
+
+
+_PROGRAM = (
+    "a TorchScript or torch.export program taking a batch (N, 3, S, S) of normalised images "
+    "(224 px unless --input-size) and returning features (N, D) or maps (N, D, h, w)"
+)
+_EXPORT = (
+    "export your own model where its code lives, with torch.jit.save(torch.jit.script(model), "
+    "PATH) or torch.export.save(torch.export.export(model, (example,), "
+    "dynamic_shapes=({0: Dim.AUTO},)), PATH) (docs/extract.md, Your own model)"
+)
 
 
 class _Pooled(nn.Module):
@@ -312,7 +344,10 @@ class _Pooled(nn.Module):
 
 def _program(path: Path, arch: str) -> Backbone:
     if not path.is_file():
-        raise ConfigError(f"{path}: model file not found (--backbone file:PATH names a local file)")
+        raise ConfigError(
+            f"{path}: model file not found (--backbone file:PATH names a local file; nothing is "
+            f"downloaded). {arch} expects {_PROGRAM}. Such files are not published: {_EXPORT}"
+        )
     errors = []
     module = None
     try:
@@ -327,9 +362,8 @@ def _program(path: Path, arch: str) -> Backbone:
             errors.append(f"torch.export: {str(e2)[:80]}")
     if module is None:
         raise ConfigError(
-            f"{path}: neither a TorchScript nor a torch.export file ({'; '.join(errors)}). Save "
-            "your model with torch.jit.save(torch.jit.script(model), PATH) or "
-            "torch.export.save(torch.export.export(model, (example,)), PATH)"
+            f"{path}: neither a TorchScript nor a torch.export file ({'; '.join(errors)}). "
+            f"{arch} expects {_PROGRAM}. {_EXPORT}"
         )
     return Backbone(
         arch, _Pooled(module), 224, IMAGENET_MEAN, IMAGENET_STD,
