@@ -2,12 +2,13 @@
 
 A corrupt or truncated JPG, an unreadable or truncated video, a video without an audio
 stream, weights for another architecture, an image folder missing for an annotated video, a
-torchvision or timm that cannot be imported.
+torchvision or timm that cannot be imported, a `file:` that is no program.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import shutil
 
 import pytest
@@ -135,6 +136,19 @@ def test_torchvision_or_timm_that_fails_to_import(base, capsys, monkeypatch, arc
               f"({type(error).__name__}: {error})", "pip install torch==2.14.1 "
               "torchvision==0.29.1 -e '.[extract]'", "docs/extract.md")  # fmt: skip
     assert not (base / "expr" / "features" / "T").exists()
+
+
+def test_a_file_that_is_no_program_is_one_line(base, tmp_path, capfd):
+    """torch.export.load logs a 24-line traceback before it raises; the user sees one line."""
+    junk = tmp_path / "poster.pt2"
+    junk.write_bytes(b"not a program")
+    level = logging.getLogger("torch.export").level
+    code = main(["extract", "--track", "expr", "--data", str(base / "expr"), "--name", "P",
+                 "--backbone", f"file:{junk}"])  # fmt: skip
+    assert code == 1
+    _one_line(capfd.readouterr().err, f"{junk}: neither a TorchScript nor a torch.export file",
+              "(TorchScript: PytorchStreamReader failed", "Export your own model")  # fmt: skip
+    assert logging.getLogger("torch.export").level == level  # restored after the load
 
 
 def _eri(base, videos, name="V", *more):

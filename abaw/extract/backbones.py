@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -311,7 +312,7 @@ _PROGRAM = (
     "(224 px unless --input-size) and returning features (N, D) or maps (N, D, h, w)"
 )
 _EXPORT = (
-    "export your own model where its code lives, with torch.jit.save(torch.jit.script(model), "
+    "Export your own model where its code lives, with torch.jit.save(torch.jit.script(model), "
     "PATH) or torch.export.save(torch.export.export(model, (example,), "
     "dynamic_shapes=({0: Dim.AUTO},)), PATH) (docs/extract.md, Your own model)"
 )
@@ -342,11 +343,32 @@ class _Pooled(nn.Module):
         return y.flatten(1)
 
 
+def _gist(e: Exception) -> str:
+    """The first sentence of a loader's error: torch's go on for lines about corrupt files."""
+    return (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise a logger's level for a block, then restore it.
+
+    torch.export.load logs its whole failed-deserialisation traceback (about 24 lines) as a
+    warning before it raises; we turn the failure into one sentence, so the lines are noise.
+    """
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def _program(path: Path, arch: str) -> Backbone:
     if not path.is_file():
         raise ConfigError(
             f"{path}: model file not found (--backbone file:PATH names a local file; nothing is "
-            f"downloaded). {arch} expects {_PROGRAM}. Such files are not published: {_EXPORT}"
+            f"downloaded). {arch} expects {_PROGRAM}. Such files are not published. {_EXPORT}"
         )
     errors = []
     module = None
@@ -355,11 +377,12 @@ def _program(path: Path, arch: str) -> Backbone:
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # not TorchScript: try torch.export
-        errors.append(f"TorchScript: {str(e)[:80]}")
+        errors.append(f"TorchScript: {_gist(e)}")
         try:
-            module = torch.export.load(str(path)).module()
+            with quiet_logger("torch.export"):
+                module = torch.export.load(str(path)).module()
         except Exception as e2:
-            errors.append(f"torch.export: {str(e2)[:80]}")
+            errors.append(f"torch.export: {_gist(e2)}")
     if module is None:
         raise ConfigError(
             f"{path}: neither a TorchScript nor a torch.export file ({'; '.join(errors)}). "
