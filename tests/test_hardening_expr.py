@@ -160,6 +160,45 @@ def test_annotation_far_longer_than_features_warns_per_video(tiny):
     assert f"features end at frame {n // 2}" in w and f"annotation has {n} frames" in w
 
 
+# ----------------------------------------------------------------- errors inside the store build
+
+
+def _devel_feature(root: Path, ext: str = "npy") -> Path:
+    dev = sorted((root / ANN / "Validation_Set").glob("*.txt"))[0]
+    return root / "features" / B / f"{dev.stem}.{ext}"
+
+
+@pytest.mark.parametrize("fault", ["inf", "too long"])
+def test_bad_devel_features_name_the_file_not_the_store(tiny, fault):
+    """The second pass (devel and test videos) raised under a store writer whose close()
+    replaced the real error with "store written with k of n rows"."""
+    f = _devel_feature(tiny)
+    x = np.load(f)
+    if fault == "inf":
+        x[3, 2] = np.inf
+        want = "infinite value in frame 4"
+    else:
+        x = np.concatenate([x, x[:20]])
+        want = "feature file longer than its annotation"
+    np.save(f, x)
+    msg = err(tiny, [B])
+    assert str(f) in msg and want in msg and "store written" not in msg
+    store = cache_dir_for(tiny, "expr")
+    assert not [p for p in store.rglob("*") if p.is_file()], "no half-written store is left"
+
+
+def test_non_numeric_cell_in_a_devel_csv_names_line_and_column(tmp_path):
+    root = _csv_set(tmp_path / "c")
+    f = _devel_feature(root, "csv")
+    lines = f.read_text().split("\n")
+    cells = lines[5].split(",")
+    cells[2] = "abc"
+    lines[5] = ",".join(cells)
+    f.write_text("\n".join(lines))
+    msg = err(root, [B])
+    assert f"{f}, line 6" in msg and "abc" in msg and "store written" not in msg
+
+
 # ----------------------------------------------------------------- test lists
 
 

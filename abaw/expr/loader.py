@@ -265,8 +265,10 @@ def _build(
                 for v in range(len(layout.videos)):
                     writer.write(_video_rows(layout, v, offsets, (mean, std), fill, pr, facts))
                     bar.advance(t2)
-            finally:
-                writer.close()
+            except BaseException:  # the bad file's error, not "store written with k of n rows";
+                writer.close(check=False)  # atomic_path then removes the half-written store
+                raise
+            writer.close()
     arrays = {
         "offsets": offsets,
         "labels": np.concatenate(layout.labels or [np.zeros(0, np.int8)]),

@@ -137,7 +137,16 @@ class StoreWriter:
         self._fh.write(memoryview(np.ascontiguousarray(block, dtype=np.float16)).cast("B"))
         self.pos += len(block)
 
-    def close(self) -> None:
+    def close(self, *, check: bool = True) -> None:
+        """Close the file; with `check`, flush it to disk and insist every row was written.
+
+        Why `check=False`: on the error path (a bad feature file half way through) the
+        caller only needs the file closed so the real error surfaces; a "rows missing"
+        ValueError raised here would replace it.
+        """
+        if not check:
+            self._fh.close()
+            return
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
