@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +78,8 @@ def test_expr_extract_inspect_train(media, tmp_path, capsys):
     assert m["complete"] and m["targets"] == 7 and m["settings"]["weights_sha256"]
     assert m["items"]["v1"]["gaps"] == 2 and m["items"]["v2_left"]["rows"] == 20
     assert m["settings"]["input_size"] == 64 and m["settings"]["mean"] == [0.485, 0.456, 0.406]
-    assert {"torch", "torchvision", "av"} <= set(m["versions"])
+    assert {"torch", "torchvision", "av", "safetensors"} <= set(m["versions"])
+    assert m["settings"]["images"] == "cropped_aligned"  # relative to the data root
     assert not list(folder.glob(f"{LOG_PREFIX}*")) and not list(folder.glob(".*.tmp"))
     assert main(["inspect", "--track", "expr", "--data", str(media["expr"])]) == 0
     shown = capsys.readouterr().out
@@ -109,8 +112,13 @@ def test_eri_extract_inspect_train(media, tmp_path, capsys):
     m = json.loads((feats / "ResNet18" / MANIFEST_NAME).read_text())
     assert m["settings"]["fps"] == 4.0 and m["settings"]["detector"] == "haar"
     assert m["totals"]["faces"] == m["totals"]["rows"] < m["totals"]["frames_read"]
-    ds = json.loads((feats / "DeepSpectrum" / MANIFEST_NAME).read_text())["settings"]
+    dm = json.loads((feats / "DeepSpectrum" / MANIFEST_NAME).read_text())
+    ds = dm["settings"]
     assert (ds["window"], ds["hop"], ds["method"]) == (1.0, 0.5, "deepspectrum")
+    assert (ds["n_mels"], ds["drawn_size"], ds["colormap"]) == (128, 227, "viridis")
+    # the videos' AAC at 16 kHz, analysed at that rate: a 512-point FFT (next power of 2 of 25 ms)
+    assert dm["audio_rates"] == {"source_rate": [16000], "sample_rate": [16000], "n_fft": [512]}
+    assert dm["items"]["00000"]["source_rate"] == 16000 and dm["items"]["00000"]["n_fft"] == 512
     assert (
         main(["extract", *common, "--name", "DSref", "--audio", "deepspectrum", "--reference"]) == 0
     )
@@ -191,6 +199,13 @@ def test_resume_skips_done_and_refuses_other_settings(media):
         extract("expr", root, name="R", weights=media["r18b"], **kw)
     with pytest.raises(ConfigError, match="input_size 64 now 96"):
         extract("expr", root, name="R", weights=media["r18"], **{**kw, "input_size": 96})
+    other = shutil.copytree(root / "cropped_aligned", media["base"] / "other-frames")
+    changed = re.escape(f"other settings (images cropped_aligned now {other.resolve()})")
+    with pytest.raises(ConfigError, match=changed):  # another image tree: refused like weights
+        extract("expr", root, name="R", weights=media["r18"], images=other, **kw)
+    same = extract("expr", root, name="R", weights=media["r18"],
+                   images=root / "cropped_aligned", **kw)  # fmt: skip
+    assert same.skipped == 7  # the default tree named explicitly is the same tree
     with pytest.raises(ConfigError, match="--force starts the whole set over"):
         extract("expr", root, name="R", weights=media["r18b"], force=True, shard="1/2", **kw)
     redo = extract("expr", root, name="R", weights=media["r18b"], force=True, **kw)

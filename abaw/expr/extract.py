@@ -72,7 +72,14 @@ def extract_plan(root: Path, *, name: str, images: str | Path | None = None) -> 
         ExtractTarget(v, img_root / v, out / f"{v}.npy", n) for v, n in sorted(lengths.items())
     ]
     notes = [note] if note else []
-    return ExtractPlan(targets, out, "frames", {}, {"images": str(img_root)}, notes)
+    return ExtractPlan(targets, out, "frames", {}, {"images": _where(img_root, found)}, notes)
+
+
+def _where(images: Path, root: Path) -> str:
+    """The image tree as the manifest compares it: relative to the data root when inside it
+    (a root moved or mounted elsewhere is the same tree), else its absolute path."""
+    images, root = images.resolve(), root.resolve()
+    return images.relative_to(root).as_posix() if images.is_relative_to(root) else str(images)
 
 
 def write_extracted(target: ExtractTarget, rows: ExtractedRows, path: Path) -> int:

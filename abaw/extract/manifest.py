@@ -5,11 +5,12 @@ log in the set's folder (`.extract-log-<I>of<N>.jsonl`, `.extract-log-all.jsonl`
 output was renamed into place, with the output's size and mtime. A rerun skips a target whose
 output still has the logged size and mtime; an output without a log line (a crash between the
 rename and the line) is made again. Every log starts with the run's settings; a run whose
-settings differ from any earlier log or manifest of the set (another weights file, fps,
-window, input size, detector, precision) refuses, naming what differs, so features from two
-models are never mixed in one set. When every target of the set has its output, the run
-writes `extract.json` (all records, settings, versions, per-target counts) and removes the
-logs: whichever shard finishes last, or a rerun without `--shard`, completes the manifest.
+settings differ from any earlier log or manifest of the set (another weights file, image
+tree, fps, window, input size, detector, precision) refuses, naming what differs, so
+features from two models or two sets of media are never mixed in one set. When every target
+of the set has its output, the run writes `extract.json` (all records, settings, versions,
+per-target counts, the audio rates met) and removes the logs: whichever shard finishes last,
+or a rerun without `--shard`, completes the manifest.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from abaw.io import atomic_open
 # Settings that make two runs' features incomparable (compared before a run mixes in).
 COMPARED = (
     "media", "method", "backbone", "weights_sha256", "input_size", "mean", "std", "width",
-    "fps", "window", "hop", "sample_rate", "detector", "detector_sha256", "face_margin",
-    "reference", "precision",
+    "images", "fps", "window", "hop", "sample_rate", "n_mels", "drawn_size", "detector",
+    "detector_sha256", "face_margin", "reference", "precision",
 )  # fmt: skip
 
 
@@ -72,7 +73,8 @@ def shard_targets(
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape the features."""
     out = {"python": platform.python_version()}
-    for mod in ("torch", "torchvision", "timm", "av", "cv2", "PIL", "numpy", "matplotlib"):
+    for mod in ("torch", "torchvision", "timm", "av", "cv2", "PIL", "numpy", "matplotlib",
+                "safetensors"):  # fmt: skip
         with contextlib.suppress(Exception):
             out[mod] = str(__import__(mod).__version__)
     return out
@@ -174,6 +176,7 @@ class Records:
             **{k: v for k, v in self.header.items() if k not in ("settings", "shard_tag", "shard")},
             "runs": earlier + headers + runs,
             "totals": _totals([self._items[t.key] for t in all_targets]),
+            **_rates([self._items[t.key] for t in all_targets]),
             "items": {t.key: self._items[t.key] for t in sorted(all_targets, key=lambda t: t.key)},
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -189,6 +192,13 @@ class Records:
 def _totals(records: list[dict[str, Any]]) -> dict[str, int]:
     keys = ("frames_read", "faces", "rows", "length", "gaps")
     return {k: sum(int(r.get(k, 0)) for r in records) for k in keys}
+
+
+def _rates(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audio rates and FFT sizes met (DeepSpectrum's FFT follows each file's rate)."""
+    keys = ("source_rate", "sample_rate", "n_fft")
+    found = {k: sorted({int(r[k]) for r in records if r.get(k) is not None}) for k in keys}
+    return {"audio_rates": found} if any(found.values()) else {}
 
 
 def run_header(settings: dict[str, Any], *, shard: tuple[int, int] | None, targets: int,

@@ -132,14 +132,19 @@ def video_frames(path: Path, fps: float | None) -> Iterator[tuple[int, float, np
 
 
 def audio_windows(
-    path: Path, window: float | None, hop: float | None, sample_rate: int | None = None
+    path: Path,
+    window: float | None,
+    hop: float | None,
+    sample_rate: int | None = None,
+    info: dict[str, int] | None = None,
 ) -> Iterator[tuple[int, float, np.ndarray, int]]:
     """(window index, start time, mono samples, sample rate), as DeepSpectrum cuts them.
 
     Audio is decoded to float, channels averaged (librosa's mono), optionally resampled.
     Window n is samples[n*hop : n*hop + window] for n < max(len // hop, 1), so the last
     windows are shorter; without a window the whole file is one chunk. Windows shorter than
-    the FFT are dropped by the caller, as the original does.
+    the FFT are dropped by the caller, as the original does. `info`, when given, receives the
+    stream's own rate (`source_rate`) before the first window, for the manifest.
     """
     import av
 
@@ -153,7 +158,10 @@ def audio_windows(
                 found=f"{len(container.streams.video)} video stream(s) and no audio",
             )
         stream = container.streams.audio[0]
-        sr = int(sample_rate or stream.rate or stream.codec_context.sample_rate)
+        source = int(stream.rate or stream.codec_context.sample_rate)
+        if info is not None:
+            info["source_rate"] = source
+        sr = int(sample_rate or source)
         resampler = av.AudioResampler(format="fltp", rate=sr)
         duration = _duration(container, stream)
         yield from _cut(path, container, stream, resampler, sr, window, hop, duration)

@@ -97,7 +97,12 @@ def _read_video(job: Job, t: ExtractTarget, stats: dict[str, int], detect) -> It
 
 
 def _read_audio(job: Job, t: ExtractTarget, stats: dict[str, int]) -> Iterator[tuple]:
-    for n, when, chunk, sr in media.audio_windows(t.source, job.window, job.hop, job.sample_rate):
+    info: dict[str, int] = {}
+    windows = media.audio_windows(t.source, job.window, job.hop, job.sample_rate, info)
+    for n, when, chunk, sr in windows:
+        if "n_fft" not in stats:  # for the manifest: DeepSpectrum's FFT follows the file's rate
+            stats.update(source_rate=info["source_rate"], sample_rate=sr)
+            stats["n_fft"] = spectrum.nfft_for(sr)
         stats["frames_read"] += 1
         if len(chunk) < spectrum.nfft_for(sr):
             continue  # the original cannot plot a chunk shorter than its FFT either

@@ -23,7 +23,7 @@ import torch
 from abaw.console import progress
 from abaw.errors import ConfigError
 from abaw.extract import manifest as mf
-from abaw.extract import pipeline
+from abaw.extract import pipeline, spectrum
 from abaw.extract.backbones import Backbone, load_backbone, sha256_file
 from abaw.extract.faces import DetectorConfig, check_detector
 from abaw.extract.spectrum import FastSpectrum
@@ -97,6 +97,18 @@ def _backbone(plan: ExtractPlan, arch: str | None, weights, size, mean, std) -> 
     return load_backbone(arch, weights, input_size=size, mean=mean3, std=std3)  # type: ignore[arg-type]
 
 
+# DeepSpectrum's fixed preprocessing (abaw/extract/spectrum.py), recorded so a manifest says
+# everything that shaped the features; each sample's rates and FFT size are in its item.
+_DEEPSPECTRUM = {
+    "n_mels": spectrum.N_MELS,
+    "drawn_size": spectrum.IMAGE_SIZE,
+    "n_fft_rule": "next power of two of 0.025 * sample_rate (each item's n_fft)",
+    "stft": "periodic Hann, hop n_fft // 2, center=False; power; Slaney mel 0 .. sr/2",
+    "db": "power_to_db(ref=max, top_db=None)",
+    "colormap": "viridis",
+}
+
+
 def _settings(plan, bb, det, det_path, reference, sample_rate, precision) -> dict[str, Any]:
     s = plan.sampling
     video = plan.media == "video"
@@ -116,7 +128,9 @@ def _settings(plan, bb, det, det_path, reference, sample_rate, precision) -> dic
         "fps": s.get("fps") if video else None,
         "window": s.get("window") if plan.media == "audio" else None,
         "hop": s.get("hop") if plan.media == "audio" else None,
-        "sample_rate": sample_rate if plan.media == "audio" else None,
+        "sample_rate": sample_rate if plan.media == "audio" else None,  # None: each file's own
+        **(_DEEPSPECTRUM if plan.media == "audio" else {}),
+        "images": plan.sources.get("images") if plan.media == "frames" else None,
         "detector": det.name if video else None,
         "detector_file": det_path.name if video and det_path else None,
         "detector_sha256": sha256_file(det_path) if video and det_path else None,
