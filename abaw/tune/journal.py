@@ -7,8 +7,9 @@ a garbage line in the middle, after which every read fails. So here:
 
 - a cut last line is skipped with a warning naming the line (readers), and set aside to
   `<journal>.cut-line-N` under the journal's lock before anything is appended (writers);
-- a complete line that is not a JSON record (a damaged or hand-edited journal) is a
-  DataError naming the file, the line, what it holds and how to recover.
+- a complete line that is not a journal record (not JSON, or JSON without the op_code and
+  keys Optuna's replay reads: a damaged or hand-edited journal) is a DataError naming the
+  file, the line, what it holds and how to recover.
 """
 
 from __future__ import annotations
@@ -78,9 +79,42 @@ def line_number(path: Path, offset: int) -> int:
         return _count_lines(fh, offset) + 1
 
 
+# The keys each Optuna journal operation reads unconditionally (optuna/storages/journal/
+# _storage.py, JournalStorageReplayResult._apply_*), by JournalOperation value; every record
+# also has "op_code" and "worker_id". Why check them: a line that is JSON but not such a
+# record ({}, [1, 2], {"op_code": 5}) otherwise fails inside Optuna's replay with a KeyError,
+# TypeError or AssertionError that names neither the file nor the line.
+_OP_KEYS: dict[int, tuple[str, ...]] = {
+    0: ("study_name", "directions"),  # CREATE_STUDY
+    1: ("study_id",),  # DELETE_STUDY
+    2: ("study_id", "user_attr"),  # SET_STUDY_USER_ATTR
+    3: ("study_id", "system_attr"),  # SET_STUDY_SYSTEM_ATTR
+    4: ("study_id", "datetime_start"),  # CREATE_TRIAL
+    5: ("trial_id", "param_name", "param_value_internal", "distribution"),  # SET_TRIAL_PARAM
+    6: ("trial_id", "state", "values"),  # SET_TRIAL_STATE_VALUES
+    7: ("trial_id", "step", "intermediate_value"),  # SET_TRIAL_INTERMEDIATE_VALUE
+    8: ("trial_id", "user_attr"),  # SET_TRIAL_USER_ATTR
+    9: ("trial_id", "system_attr"),  # SET_TRIAL_SYSTEM_ATTR
+    10: (),  # DISCARD_TRIALS (skipped by Optuna's reader)
+}
+_ONE_ENTRY = ("user_attr", "system_attr")  # Optuna asserts these hold exactly one key
+
+
+def is_record(log: object) -> bool:
+    """Whether `log` (one parsed line) is a record Optuna's journal replay can apply."""
+    if not isinstance(log, dict):
+        return False
+    op = log.get("op_code")
+    if isinstance(op, bool) or not isinstance(op, int) or op not in _OP_KEYS:
+        return False
+    if any(k not in log for k in ("worker_id", *_OP_KEYS[op])):
+        return False
+    return all(isinstance(log[k], dict) and len(log[k]) == 1 for k in _ONE_ENTRY if k in log)
+
+
 def _is_record(line: bytes) -> bool:
     try:
-        return isinstance(json.loads(line), dict)
+        return is_record(json.loads(line))
     except ValueError:
         return False
 
@@ -172,7 +206,10 @@ def journal_backend(path: Path, *, writer: bool) -> JournalFileBackend:
     class _Backend(JournalFileBackend):
         def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
             try:
-                yield from super().read_logs(log_number_from)
+                for log in super().read_logs(log_number_from):
+                    if not is_record(log):  # JSON, but not a record: named like garbage
+                        raise ValueError("not an Optuna journal record")
+                    yield log
             except ValueError:  # json.JSONDecodeError, or Optuna's "Invalid log format."
                 bad = first_damaged_line(path)
                 raise (bad or DataError(path, "unreadable journal", expected=EXPECTED)) from None
