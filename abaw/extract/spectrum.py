@@ -7,7 +7,8 @@ The original (github.com/DeepSpectrum/DeepSpectrum, `backend/plotting.py`,
 - windows of `window` s every `hop` s: chunk n = samples[n*hop : n*hop + window] for
   n < max(len // hop, 1), chunks shorter than the FFT dropped, timestamp n * hop;
 - nfft = next power of two of 0.025 * sr; STFT with a periodic Hann window, hop nfft // 2,
-  center=False; power |STFT|^2 -> 128 mel bands (librosa's Slaney filterbank, 0 .. sr/2);
+  center=False; power |STFT|^2 -> 128 mel bands (librosa's Slaney filterbank, 0 .. sr/2;
+  the CLI's `-m mel` mode, whose `-nm` defaults to 128: its default mode is `spectrogram`);
   `power_to_db(ref=max, top_db=None)`;
 - drawn by `librosa.display.specshow(y_axis='mel', x_axis='time', fmax=sr/2,
   cmap='viridis')` on a 1 x 1 inch figure without axes, saved as PNG at dpi = 227 and read
