@@ -13,11 +13,14 @@ Figures, each printed with the load average (numbers taken while other jobs run 
    features of the two (target >= 0.99).
 4. memory: peak RSS of extracting faces from a long video vs a 10-second one (streaming:
    target <= 1.2x), each in a fresh process.
-5. face detection on the test videos (the astronaut's face over a texture, a face-free second):
-   recall, false positives on face-free frames, IoU of the crop with the known face box.
+5. face detection on the test videos (the astronaut's face over a texture, a face-free second;
+   six face sizes, then tilted and dimmed copies): per detector (--detector haar,mtcnn), recall,
+   false positives on face-free frames, IoU of the detector's box and of the crop's footprint
+   with the known face box, time per frame. Detection figures do not depend on load.
 
 Run: python benchmarks/bench_extract.py [--quick] [--device cpu|cuda|auto] [--out DIR]
      [--parts pipeline,deepspectrum,memory,faces] [--backbone ARCH] [--frames N]
+     [--detector haar,mtcnn --detector-weights facenet_pytorch/data] [--face-margin X]
 `--quick` shrinks everything to seconds (a test runs it); the full run takes minutes and
 writes a 10-minute video. Weights are random (speed and memory do not depend on them).
 """
@@ -39,7 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from abaw.extract import media, pipeline, spectrum  # noqa: E402
 from abaw.extract import testmedia as tm  # noqa: E402
 from abaw.extract.backbones import load_backbone  # noqa: E402
-from abaw.extract.faces import DetectorConfig, build_detector, crop_box, iou  # noqa: E402
+from abaw.extract.faces import (  # noqa: E402
+    DETECTORS,
+    DetectorConfig,
+    build_detector,
+    check_detector,
+    crop_region,
+    iou,
+)
 from abaw.extract.run import resolve_device, write_atomic  # noqa: E402
 from abaw.track import get_track  # noqa: E402
 
@@ -191,29 +201,128 @@ def bench_memory(args, out: Path) -> None:
          f"for {ss:.0f} s ({sf}): {lo / s:.2f}x (target <= 1.2x)")  # fmt: skip
 
 
-def bench_faces(out: Path) -> None:
-    detect = build_detector(DetectorConfig())
-    margin = DetectorConfig().crop_margin()
-    for seed, size, face in ((0, (160, 120), 60), (1, (192, 144), 50), (2, (256, 192), 90),
-                             (3, (320, 240), 120)):  # fmt: skip
-        truth = tm.face_video(
-            out / f"faces{seed}.mp4", seconds=3.0, size=size, face_px=face, seed=seed
-        )
-        hits = fp = n_face = n_free = 0
-        ious = []
-        for i, _, rgb in media.video_frames(truth.path, None):
-            f, box = detect(rgb), truth.boxes[i]
-            if box is None:
-                n_free += 1
-                fp += f is not None
-                continue
-            n_face += 1
-            if f is not None:
-                hits += 1
-                ious.append(iou(crop_box(f, margin), box))
-        line(f"face detection (haar, margin {margin}) {size[0]}x{size[1]}, face {face} px: recall "
-             f"{hits}/{n_face}, false positives {fp}/{n_free} face-free frames, IoU mean "
-             f"{np.mean(ious):.3f} min {np.min(ious):.3f}")  # fmt: skip
+FACE_ROWS = (  # seed, frame size, face side in px: the four of docs/extract.md, then small faces
+    (0, (160, 120), 60), (1, (192, 144), 50), (2, (256, 192), 90), (3, (320, 240), 120),
+    (4, (320, 240), 40), (5, (320, 240), 30),
+)  # fmt: skip
+HARD = (("tilt +25 deg", 25.0, 1.0), ("tilt -25 deg", -25.0, 1.0), ("dim x0.35", 0.0, 0.35))
+
+
+def _detector_configs(args) -> list[DetectorConfig]:
+    """--detector a,b with --detector-weights PATH (for the detectors that need a file) or
+    NAME=PATH per detector; haar uses the wheel's cascade unless NAME=PATH names one."""
+    given: dict[str, str] = {}
+    for w in args.detector_weights:
+        name, sep, path = w.partition("=")
+        given.update({name: path} if sep and name in DETECTORS else {"": w})
+    out = []
+    for name in (n for n in args.detector.split(",") if n):
+        weights = given.get(name) or (given.get("") if name != "haar" else None)
+        cfg = DetectorConfig(name, weights, args.face_margin, str(args.device_resolved))
+        check_detector(cfg)
+        out.append(cfg)
+    return out
+
+
+def _tilted(rgb: np.ndarray, angle: float, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """The frame turned by `angle` about its centre and scaled in brightness; the matrix."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    out = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return np.clip(out.astype(np.float32) * gain, 0, 255).astype(np.uint8), m
+
+
+def _inside(face, box, m: np.ndarray) -> bool:
+    """Whether the detection's centre, mapped back through `m`, lies in the known box."""
+    cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+    x, y = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2] @ [cx, cy, 1]
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def _face_row(cfg: DetectorConfig, detect, truth, frames, label: str, hard=None) -> float:
+    """One table row: recall, false positives, IoU of the box and of the crop, the crop's
+    side over the face's and its centre's offset (in face sides; the sd is the jitter from
+    frame to frame); returns the seconds spent detecting."""
+    margin = cfg.crop_margin()
+    hits = fp = 0
+    box_iou, crop_iou, ratio, offset = [], [], [], []
+    t0 = time.perf_counter()
+    found = [detect(rgb) for rgb in frames]
+    seconds = time.perf_counter() - t0
+    for f, box, m in zip(found, truth.boxes, hard or [None] * len(frames), strict=True):
+        if box is None:
+            fp += f is not None
+        elif f is not None and (m is None or _inside(f, box, m)):
+            hits += 1
+            if m is None:
+                c, side = crop_region(f, 112, margin), box[2] - box[0]
+                box_iou.append(iou(f.box, box))
+                crop_iou.append(iou(c, box))
+                ratio.append((c[2] - c[0]) / side)
+                offset.append(
+                    np.hypot(c[0] + c[2] - box[0] - box[2], c[1] + c[3] - box[1] - box[3])
+                    / (2 * side)
+                )
+    n_face = sum(b is not None for b in truth.boxes)
+    n_free = len(frames) - n_face
+    geo = "- | - | - | -"
+    if box_iou:
+        geo = (f"{np.mean(box_iou):.3f} / {np.min(box_iou):.3f} | {np.mean(crop_iou):.3f} / "
+               f"{np.min(crop_iou):.3f} | {np.mean(ratio):.2f} ± {np.std(ratio):.3f} | "
+               f"{np.mean(offset):.3f} ± {np.std(offset):.3f}")  # fmt: skip
+    print(f"| {cfg.name} | {label} | {hits}/{n_face} | {fp}/{n_free} | {geo} | "
+          f"{1000 * seconds / len(frames):.1f} |", flush=True)  # fmt: skip
+    return seconds
+
+
+def bench_faces(args, out: Path) -> None:
+    """Each detector on the same test frames: the known-box sizes, small faces, then tilted
+    and dim copies of the 120 px video (recall: the detection's centre in the known box)."""
+    import cv2
+
+    configs = _detector_configs(args)
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)  # as in a pipeline worker; also steadier on a shared machine
+    cv2.setNumThreads(1)
+    try:
+        _faces(args, out, configs)
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+
+
+def _faces(args, out: Path, configs: list[DetectorConfig]) -> None:
+    videos = [(f"{w}x{h}, face {face} px", tm.face_video(out / f"faces{seed}.mp4", seconds=3.0,
+               size=(w, h), face_px=face, seed=seed)) for seed, (w, h), face in FACE_ROWS]  # fmt: skip
+    frames = {label: [rgb for _, _, rgb in media.video_frames(t.path, None)] for label, t in videos}
+    line(f"face detection on the test videos ({', '.join(c.name for c in configs)}): the "
+         f"astronaut's face over a texture, 3 s at 10 fps, 1 s face-free; IoU mean / min of the "
+         f"detector's box and of the crop's footprint with the known box (hairline to chin)")  # fmt: skip
+    print("| detector | frames | recall | false positives | box IoU | crop IoU | crop side / face "
+          "| crop centre offset | ms/frame |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for cfg in configs:
+        detect = build_detector(cfg)
+        detect(frames[videos[0][0]][0])  # warm-up (first-call allocations)
+        seconds = n = 0
+        for label, truth in videos:
+            seconds += _face_row(cfg, detect, truth, frames[label], label)
+            n += len(frames[label])
+        label, truth = videos[3]
+        for name, angle, gain in HARD:
+            pairs = [_tilted(rgb, angle, gain) for rgb in frames[label]]
+            _face_row(cfg, detect, truth, [p[0] for p in pairs], f"{label}, {name}",
+                      hard=[p[1] for p in pairs])  # fmt: skip
+        batch = ""
+        if hasattr(detect, "batch"):
+            t0 = time.perf_counter()
+            for label, _ in videos:
+                detect.batch(np.stack(frames[label]))
+            batch = f"; batched per video {1000 * (time.perf_counter() - t0) / n:.1f} ms/frame"
+        line(f"{cfg.name}: {1000 * seconds / n:.1f} ms/frame one at a time{batch} "
+             f"({n} frames, {args.device_resolved}, one thread as in a pipeline worker)")  # fmt: skip
 
 
 def main() -> int:
@@ -227,6 +336,16 @@ def main() -> int:
     p.add_argument("--workers", type=int, help="default: cores - 1, at most 8 (quick: 1)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's bf16 dense peak")
     p.add_argument("--frames", type=int, help="frames per video of the pipeline part (default 250)")
+    p.add_argument("--detector", default="haar", help="faces: haar, mtcnn, yunet or a,b (haar)")
+    p.add_argument(
+        "--detector-weights",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="faces: the weights of the detector that needs a file (mtcnn: the folder of "
+        "pnet.pt, rnet.pt, onet.pt; yunet: the ONNX file); NAME=PATH when several",
+    )
+    p.add_argument("--face-margin", type=float, help="faces: crop margin (detector default)")
     p.add_argument(
         "--parts",
         default="pipeline,deepspectrum,memory,faces",
@@ -246,6 +365,7 @@ def main() -> int:
     args.windows = 4 if q else 60
     args.short_seconds, args.long_seconds = (4.0, 8.0) if q else (10.0, 600.0)
     dev = resolve_device(args.device)
+    args.device_resolved = dev
     torch.manual_seed(0)
     print(f"bench_extract: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cores, device {dev}{' (quick)' if q else ''}   [{load()}]", flush=True)  # fmt: skip
@@ -260,7 +380,7 @@ def main() -> int:
         if "memory" in parts:
             bench_memory(args, out)
         if "faces" in parts:
-            bench_faces(out)
+            bench_faces(args, out)
     return 0
 
 

@@ -433,11 +433,16 @@ def _args_extract(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("faces (ERI videos)")
     g.add_argument(
         "--detector",
-        choices=("haar", "yunet"),
+        choices=("haar", "yunet", "mtcnn"),
         default="haar",
-        help="haar (default: ships in the OpenCV wheel) or yunet (your ONNX file)",
+        help="haar (default: ships in the OpenCV wheel), yunet (your ONNX file) or mtcnn "
+        "(facenet-pytorch's published weights: their folder)",
     )
-    g.add_argument("--detector-weights", metavar="FILE", help="cascade XML or YuNet ONNX file")
+    g.add_argument(
+        "--detector-weights",
+        metavar="PATH",
+        help="cascade XML, YuNet ONNX file, or the folder of MTCNN's pnet.pt, rnet.pt, onet.pt",
+    )
     g.add_argument(
         "--face-margin", type=float, metavar="X", help="crop side / detected side (haar: 1.1)"
     )

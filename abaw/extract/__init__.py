@@ -3,9 +3,10 @@
 The Python API is the CLI's: `extract(track, data, name=..., backbone=..., weights=...)`
 (abaw/extract/run.py). Parts, one job per file: `backbones.py` (building models offline and
 loading weights), `irv1.py` (InceptionResnetV1), `faces.py` (detection, crop, alignment),
-`media.py` (frames, streaming video and audio), `spectrum.py` (DeepSpectrum, fast and
-reference), `pipeline.py` (worker processes feeding the device), `manifest.py` (resume,
-shards, manifest), `testmedia.py` (media with known answers for tests and benchmarks).
+`mtcnn.py` (MTCNN on the published facenet-pytorch weights), `media.py` (frames, streaming
+video and audio), `spectrum.py` (DeepSpectrum, fast and reference), `pipeline.py` (worker
+processes feeding the device), `manifest.py` (resume, shards, manifest), `testmedia.py`
+(media with known answers for tests and benchmarks).
 The track-specific parts (which targets exist, the output files) are the tracks'
 (`Track.extract_plan`, `Track.write_extracted`).
 """

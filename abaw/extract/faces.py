@@ -10,6 +10,10 @@ Detectors (docs/extract.md has the measured figures):
 - `yunet`: OpenCV's `FaceDetectorYN` with the user's ONNX file (`face_detection_yunet_*.onnx`
   from the OpenCV model zoo); it gives five landmarks, so the face is aligned to the
   ArcFace five-point template (a similarity transform) instead of cropped.
+- `mtcnn`: our MTCNN (abaw/extract/mtcnn.py) on the published facenet-pytorch weights, the
+  folder holding pnet.pt, rnet.pt, onet.pt (`--detector-weights`); five landmarks, aligned as
+  yunet. It runs on `DetectorConfig.device` in the main process; in a worker process on the
+  CPU (CUDA cannot be used in a forked worker).
 
 The largest face of a frame is taken (a reaction video shows one person). Detectors hold
 OpenCV objects, which cannot be pickled: each worker process builds its own from a
@@ -18,6 +22,7 @@ OpenCV objects, which cannot be pickled: each worker process builds its own from
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import numpy as np
 
 from abaw.errors import ConfigError
 
-DETECTORS = ("haar", "yunet")
+DETECTORS = ("haar", "yunet", "mtcnn")
 HAAR_MARGIN = 1.1  # Haar box (brows to mouth) -> whole face; measured in docs/extract.md
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 # ArcFace's 5-point template on a 112 x 112 face: eyes, nose tip, mouth corners.
@@ -41,11 +46,13 @@ YUNET_HINT = (
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Which detector, its weights file (None: the one in the wheel) and the crop margin."""
+    """Which detector, its weights file (None: the one in the wheel), the crop margin and
+    the device of a torch detector (mtcnn)."""
 
     name: str = "haar"
     weights: str | None = None
     margin: float | None = None  # None: the detector's default
+    device: str = "cpu"
 
     def crop_margin(self) -> float:
         if self.margin is not None:
@@ -86,12 +93,56 @@ def haar_path(cfg: DetectorConfig) -> Path:
     return path
 
 
+def _mtcnn_hint() -> str:
+    from abaw.extract.mtcnn import PUBLISHED
+
+    return PUBLISHED
+
+
+def detector_files(cfg: DetectorConfig) -> list[Path]:
+    """Every weights file the detector reads (mtcnn: three), for the manifest's checksum."""
+    if cfg.name == "mtcnn":
+        from abaw.extract.mtcnn import weight_files
+
+        return weight_files(str(cfg.weights))
+    return [haar_path(cfg) if cfg.name == "haar" else Path(str(cfg.weights))]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detector_sha256(cfg: DetectorConfig) -> str:
+    """SHA-256 of the detector's file; with several (mtcnn), of their digests in order, so
+    changing any one of them changes it."""
+    digests = [_sha256(p) for p in detector_files(cfg)]
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
 def check_detector(cfg: DetectorConfig) -> Path:
-    """Fail early, in the main process, on a detector that workers could not build."""
+    """Fail early, in the main process, on a detector that workers could not build.
+
+    Returns its weights file (mtcnn: onet.pt; `detector_files` lists all three).
+    """
     if cfg.name not in DETECTORS:
         raise ConfigError(f"--detector must be one of {', '.join(DETECTORS)}, got {cfg.name!r}")
     if cfg.name == "yunet" and not cfg.weights:
         raise ConfigError(f"--detector yunet needs --detector-weights FILE.onnx. {YUNET_HINT}")
+    if cfg.name == "mtcnn":
+        if not cfg.weights:
+            raise ConfigError(
+                "--detector mtcnn needs --detector-weights FOLDER (holding pnet.pt, rnet.pt, "
+                f"onet.pt). {_mtcnn_hint()}"
+            )
+        files = detector_files(cfg)  # a missing folder or file: one error naming it
+        build_detector(cfg)  # a wrong file fails here, once, with its name and layout
+        return files[-1]
     path = haar_path(cfg) if cfg.name == "haar" else Path(str(cfg.weights))
     if not path.is_file():
         raise ConfigError(
@@ -151,10 +202,43 @@ class _YuNet:
         )
 
 
+class _Mtcnn:
+    def __init__(self, cfg: DetectorConfig) -> None:
+        import torch
+        from torch.utils.data import get_worker_info
+
+        from abaw.extract.mtcnn import MTCNN
+
+        if not cfg.weights:
+            raise ConfigError(f"--detector mtcnn needs --detector-weights FOLDER. {_mtcnn_hint()}")
+        device = torch.device(cfg.device)
+        if device.type != "cpu" and get_worker_info() is not None:
+            device = torch.device("cpu")  # CUDA cannot be initialised in a forked worker
+        self.model = MTCNN.from_path(str(cfg.weights), device)
+
+    def __call__(self, rgb: np.ndarray) -> Face | None:
+        return _largest(self.model.detect(rgb[None])[0])
+
+    def batch(self, frames: np.ndarray) -> list[Face | None]:
+        """The largest face of each of a batch of same-size frames (one pass per stage)."""
+        return [_largest(d) for d in self.model.detect(frames)]
+
+
+def _largest(det) -> Face | None:
+    if not len(det.scores):
+        return None
+    b = det.boxes
+    i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+    x0, y0, x1, y1 = (float(v) for v in b[i])
+    return Face((x0, y0, x1, y1), det.landmarks[i].copy(), float(det.scores[i]))
+
+
 def build_detector(cfg: DetectorConfig):
     """A callable RGB frame -> the largest Face or None."""
     if cfg.name == "haar":
         return _Haar(haar_path(cfg))
+    if cfg.name == "mtcnn":
+        return _Mtcnn(cfg)
     return _YuNet(Path(str(cfg.weights)))
 
 
@@ -166,16 +250,38 @@ def crop_box(face: Face, margin: float) -> tuple[float, float, float, float]:
     return cx - half, cy - half, cx + half, cy + half
 
 
+def _alignment(face: Face, size: int, margin: float) -> np.ndarray | None:
+    """The similarity transform frame -> size x size crop putting the landmarks on the
+    ArcFace template (scaled out by `margin`), or None without landmarks."""
+    if face.landmarks is None:
+        return None
+    cv2 = _cv2()
+    template = ((ARCFACE_112 - 56.0) / margin + 56.0) * (size / 112.0)
+    m, _ = cv2.estimateAffinePartial2D(face.landmarks, template, method=cv2.LMEDS)
+    return m
+
+
+def crop_region(face: Face, size: int, margin: float) -> tuple[float, float, float, float]:
+    """What the crop covers in the frame, as an (x0, y0, x1, y1) box: the aligned square
+    mapped back (its bounding box when tilted), else `crop_box`. Benchmarks compare it with
+    the known face box."""
+    m = _alignment(face, size, margin)
+    if m is None:
+        return crop_box(face, margin)
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    pts = corners @ inv.T
+    return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()),
+            float(pts[:, 1].max()))  # fmt: skip
+
+
 def crop_face(rgb: np.ndarray, face: Face, size: int, margin: float) -> np.ndarray:
     """size x size RGB face: aligned on landmarks when the detector gives them, else the
     square crop of the box (parts outside the frame are black)."""
     cv2 = _cv2()
-    if face.landmarks is not None:
-        template = (ARCFACE_112 - 56.0) / margin + 56.0
-        template = template * (size / 112.0)
-        m, _ = cv2.estimateAffinePartial2D(face.landmarks, template, method=cv2.LMEDS)
-        if m is not None:
-            return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    m = _alignment(face, size, margin)
+    if m is not None:
+        return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     x0, y0, x1, y1 = crop_box(face, margin)
     scale = size / max(x1 - x0, 1e-6)
     m = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float32)
