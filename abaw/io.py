@@ -22,6 +22,7 @@ from typing import IO
 
 import numpy as np
 
+from abaw.access import DENIED, closed_folder, read_denied, search_denied
 from abaw.errors import AbawError, DataError, UnsafeNameError
 
 
@@ -249,17 +250,24 @@ def folder_error(path: str | os.PathLike[str], err: OSError, expected: str) -> D
         )
     if isinstance(err, FileNotFoundError):
         return DataError(path, "folder not found", expected=expected, found="nothing")
-    if err.errno in (errno.EACCES, errno.EPERM):
+    if err.errno in DENIED:
+        closed = closed_folder(path)  # a folder above it that cannot be entered: name that one
+        if closed is not None and closed[0] != Path(os.path.abspath(path)):
+            path, expected = closed[0], f"a folder it can enter (on the way to {path})"
+        listed = not read_denied(path)  # r without x: its entries are named but refused
         return DataError(
             path,
             "cannot read the folder",
             expected=expected,
-            found="permission denied",
-            hint="Make it readable (chmod a+rx) or ask the data's owner",
+            found="permission denied" + (" (it can be listed but not entered)" if listed else ""),
+            hint=READ_FOLDER_FIX,
         )
     return DataError(
         path, "cannot read the folder", expected=expected, found=err.strerror or str(err)
     )
+
+
+READ_FOLDER_FIX = "Make it readable and searchable: chmod a+rx, or ask the data's owner"
 
 
 def list_dir(folder: str | os.PathLike[str], expected: str = "a folder") -> list[Path]:
@@ -270,9 +278,13 @@ def list_dir(folder: str | os.PathLike[str], expected: str = "a folder") -> list
     """
     try:
         with os.scandir(folder) as it:
-            return sorted(Path(folder) / e.name for e in it)
+            entries = sorted(Path(folder) / e.name for e in it)
     except OSError as e:
         raise folder_error(folder, e, expected) from None
+    err = search_denied(folder)  # listed, but every entry would be refused
+    if err is not None:
+        raise folder_error(folder, err, expected)
+    return entries
 
 
 def folder_problem(folder: str | os.PathLike[str], expected: str) -> DataError | None:
@@ -290,9 +302,11 @@ def folder_problem(folder: str | os.PathLike[str], expected: str) -> DataError |
         return folder_error(folder, NotADirectoryError(errno.ENOTDIR, "not a folder"), expected)
     try:
         with os.scandir(folder):
-            return None
+            pass
     except OSError as e:
         return folder_error(folder, e, expected)
+    err = search_denied(folder)  # listed, but every entry would be refused
+    return None if err is None else folder_error(folder, err, expected)
 
 
 def write_error(path: str | os.PathLike[str], err: OSError, what: str) -> DataError:
@@ -309,12 +323,15 @@ def write_error(path: str | os.PathLike[str], err: OSError, what: str) -> DataEr
             hint="Move or rename the file, or choose another folder",
         )
     target = Path(err.filename) if isinstance(err.filename, str) else path
-    return DataError(
-        target,
-        f"cannot write the {what}" + ("" if target == path else f" {path}"),
-        found=(err.strerror or str(err)).lower(),
-        hint=_WRITE_FIX.get(err.errno or 0, "Check the folder, its permissions and the disk"),
-    )
+    found = (err.strerror or str(err)).lower()
+    fix = _WRITE_FIX.get(err.errno or 0, "Check the folder, its permissions and the disk")
+    closed = closed_folder(target) if err.errno in DENIED else None
+    if closed is not None:  # r without x (mode 600): no entry can be made, whatever its w
+        target, found = closed[0], "permission denied (it can be listed but not entered)"
+        fix = "Make it searchable and writable: chmod u+rwx, or choose another folder"
+    same = os.path.abspath(target) == os.path.abspath(path)
+    target, what = (path, what) if same else (target, f"{what} {path}")
+    return DataError(target, f"cannot write the {what}", found=found, hint=fix)
 
 
 def os_failure(err: OSError) -> AbawError:
@@ -326,6 +343,11 @@ def os_failure(err: OSError) -> AbawError:
     reason = (err.strerror or str(err) or type(err).__name__).rstrip(".")
     fix = _WRITE_FIX.get(err.errno or 0, "Check the path, its permissions and the disk")
     if isinstance(err.filename, str):
+        closed = closed_folder(err.filename) if err.errno in DENIED else None
+        if closed is not None:  # a folder on the way that can be listed but not entered
+            return folder_error(closed[0], closed[1], "a folder it can read and enter")
+        if err.errno in DENIED and read_denied(err.filename):  # a read: never the write fix
+            fix = "Make it readable (chmod a+r) or ask the data's owner"
         return DataError(err.filename, "the operating system refused it", found=reason, hint=fix)
     return AbawError(f"the operating system refused an operation: {reason}. {fix}.")
 
@@ -351,8 +373,8 @@ def writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> P
         fd, tmp = tempfile.mkstemp(prefix=".abaw-write-test.", suffix=".tmp", dir=path)
         os.close(fd)
         os.unlink(tmp)
-    except OSError as e:
-        raise write_error(path, e, what) from None
+    except OSError as e:  # the folder is named, not the probe file (an internal name)
+        raise write_error(path, OSError(e.errno, e.strerror, str(path)), what) from None
     return path
 
 

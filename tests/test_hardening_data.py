@@ -54,8 +54,12 @@ def _split_videos(root: Path, folder: str) -> list[Path]:
     return sorted((root / ANN / folder).glob("*.txt"))
 
 
-def _deny(monkeypatch, folder: Path, *, listing: bool = True, stat: bool = False) -> None:
-    """Make the OS refuse `folder` as it would a user without r (listing) or x (stat) on it."""
+def _deny(
+    monkeypatch, folder: Path, *, listing: bool = True, stat: bool = False, enter: bool = False
+) -> None:
+    """Make the OS refuse `folder` as it would a user without r (listing) or x (stat) on it;
+    `enter`: listed, but nothing inside it (`folder/.`, its entries) can be looked at, as
+    for mode 600 or 644 (r without x)."""
     real_scandir, real_stat = os.scandir, os.stat
     target = os.path.abspath(folder)
 
@@ -65,8 +69,12 @@ def _deny(monkeypatch, folder: Path, *, listing: bool = True, stat: bool = False
         return real_scandir(p)
 
     def stat_(p, *a, **kw):
-        if stat and isinstance(p, str | os.PathLike) and os.path.abspath(p) == target:
-            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        if isinstance(p, str | os.PathLike):
+            inside = os.path.join(os.path.abspath(os.path.dirname(p)), os.path.basename(p))
+            if (stat and os.path.abspath(p) == target) or (
+                enter and inside.startswith(target + os.sep)
+            ):
+                raise PermissionError(errno.EACCES, "Permission denied", str(p))
         return real_stat(p, *a, **kw)
 
     monkeypatch.setattr(os, "scandir", scandir)
@@ -106,6 +114,82 @@ def test_a_folder_that_cannot_be_entered_is_named(copy, monkeypatch):
     _deny(monkeypatch, root / ANN, listing=False, stat=True)
     with pytest.raises(DataError, match=r"cannot read the folder.*permission denied"):
         load_expr(root, use_cache=False)
+
+
+@pytest.mark.parametrize("which", ["backbone", "split", "annotation root"])
+def test_a_folder_that_can_be_listed_but_not_entered_is_named_with_the_read_fix(
+    copy, monkeypatch, which
+):
+    """Mode 600 on a folder: its entries are listed, then each is refused. The error named a
+    child file and told the user to make it writable."""
+    root = copy("expr")
+    folder = {
+        "backbone": root / "features" / B,
+        "split": root / ANN / "Train_Set",
+        "annotation root": root / ANN,
+    }[which]
+    _deny(monkeypatch, folder, listing=False, enter=True)
+    with pytest.raises(DataError) as info:
+        load_expr(root, use_cache=False)
+    msg = str(info.value)
+    assert msg.startswith(f"{folder}: cannot read the folder"), msg
+    assert "can be listed but not entered" in msg and "readable and searchable: chmod a+rx" in msg
+    assert "u+w" not in msg
+
+
+def test_an_eri_folder_that_cannot_be_entered_is_named(copy, monkeypatch):
+    root = copy("eri")
+    folder = root / "feats" / "FAUs"
+    _deny(monkeypatch, folder, listing=False, enter=True)
+    with pytest.raises(DataError) as info:
+        load_eri(root, FEATS, use_cache=False, n_jobs=1)
+    assert str(info.value).startswith(f"{folder}: cannot read the folder")
+    assert "chmod a+rx" in str(info.value)
+
+
+def test_the_last_resort_names_a_closed_folder_and_gives_reads_the_read_fix(tmp_path, monkeypatch):
+    """abaw.io.os_failure (the CLI's net for an OSError no loader named): a child of a
+    folder that cannot be entered names the folder; a file that cannot be read gets the
+    read fix, never "make it writable"."""
+    import abaw.access
+    from abaw.io import os_failure
+
+    folder = tmp_path / "closed"
+    folder.mkdir()
+    child = folder / "x.npy"
+    child.write_bytes(b"x")
+    _deny(monkeypatch, folder, listing=False, enter=True)
+    msg = str(os_failure(PermissionError(errno.EACCES, "Permission denied", str(child))))
+    assert msg.startswith(f"{folder}: cannot read the folder") and "chmod a+rx" in msg
+    monkeypatch.undo()
+
+    def refuse(path, *a, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(abaw.access, "open", refuse, raising=False)
+    msg = str(os_failure(PermissionError(errno.EACCES, "Permission denied", str(child))))
+    assert msg.startswith(f"{child}:") and "readable (chmod a+r)" in msg and "u+w" not in msg
+
+
+def test_a_run_folder_that_cannot_be_entered_names_the_folder_not_the_probe(tmp_path, monkeypatch):
+    from abaw.io import writable_dir
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _deny(monkeypatch, runs, listing=False, enter=True)
+    real = os.open
+
+    def refuse(path, *a, **kw):  # mkstemp's create inside the folder
+        if str(path).startswith(str(runs) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(DataError) as info:
+        writable_dir(runs, "run folder")
+    msg = str(info.value)
+    assert msg.startswith(f"{runs}: cannot write the run folder (found permission denied")
+    assert "chmod u+rwx" in msg and ".abaw-write-test" not in msg
 
 
 @pytest.mark.parametrize("which", ["feature set", "features root"])

@@ -353,6 +353,9 @@ def feature_mapping(features: list[str] | dict[str, str]) -> dict[str, str]:
 
 def _listing(folder: Path) -> dict[str, os.stat_result]:
     """Stem -> stat of every regular `*.csv` file (links followed) of a feature folder."""
+    bad = folder_problem(folder, "a folder of feature CSVs")  # listed but not entered, too
+    if bad is not None:
+        raise bad
     with reading(folder, "a folder of feature CSVs"), os.scandir(folder) as it:
         return {e.name[:-4]: e.stat() for e in it if e.name.endswith(".csv") and _is_file(e)}
 

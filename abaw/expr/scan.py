@@ -156,12 +156,18 @@ def find_expr_root(root: Path) -> tuple[Path, str | None]:
     return root, None
 
 
-def _search_dirs(root: Path) -> list[Path]:
+def _search_dirs(root: Path, pr: Problems) -> list[Path]:
+    """The folders the test lists may be in; one that cannot be entered is a problem named
+    with its folder (Path.is_file inside it raises PermissionError instead of answering)."""
     dirs = [root]
     if root.is_dir():
         subs = [d for d in list_dir(root) if d.is_dir() and not d.name.startswith(".")]
-        dirs += [d for d in subs if "test" in d.name.lower()]
-        dirs += [d for d in subs if d.name in ANNOTATION_DIRS]
+        for d in [s for s in subs if "test" in s.name.lower() or s.name in ANNOTATION_DIRS]:
+            bad = folder_problem(d, "a folder the test lists may be in")
+            if bad is None:
+                dirs.append(d)
+            else:
+                pr.add(bad)
     return dirs
 
 
@@ -180,7 +186,7 @@ def find_test_lists(
     """
     pr = pr or Problems()
     out: list[Path | None] = []
-    dirs = _search_dirs(Path(root))
+    dirs = _search_dirs(Path(root), pr)
     for given, names, what in (
         (frames, TEST_FRAME_LISTS, "test frame list"),
         (videos, TEST_VIDEO_LISTS, "test video list"),
