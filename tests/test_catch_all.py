@@ -11,6 +11,7 @@ Two walks over the registry of commands (abaw.cli.COMMANDS):
 from __future__ import annotations
 
 import errno
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,21 @@ def _read_only(ws: Workspace) -> Path:
 
 def _nan_runs(ws: Workspace) -> Path:
     return nan_ensemble(ws)
+
+
+def _manifest_not_an_object(ws: Workspace, text: str) -> Path:
+    """A copy of the submission whose NAME.manifest.json is JSON but not an object."""
+    subs = ws.root / f"subs-manifest-{len(text)}"
+    if not subs.exists():
+        shutil.copytree(ws.submission.parent.parent, subs)
+        (subs / "e.manifest.json").write_text(text)
+    return subs / "e" / ws.submission.name
+
+
+def _ensemble_manifest_not_an_object(ws: Workspace, text: str) -> Path:
+    runs = ws.runs_copy(f"runs-manifest-{len(text)}")
+    (runs / "ensembles" / "e" / "manifest.json").write_text(text)
+    return runs
 
 
 TUNE = ["tune", "--trials", 2]
@@ -370,6 +386,30 @@ CASES: dict[str, dict[str, Case]] = {
             "--data",
             w.eri,
         ],
+        "ensemble manifest is a JSON list": lambda w: [
+            "submit",
+            "--ensemble",
+            "e",
+            "--runs",
+            _ensemble_manifest_not_an_object(w, "[1, 2]"),
+            "--data",
+            w.eri,
+            "--out",
+            w.root / "s5",
+        ],
+        "ensemble manifest is a JSON string (with --track)": lambda w: [
+            "submit",
+            "--track",
+            "eri",
+            "--ensemble",
+            "e",
+            "--runs",
+            _ensemble_manifest_not_an_object(w, '"track"'),
+            "--data",
+            w.eri,
+            "--out",
+            w.root / "s6",
+        ],
     },
     "validate": {
         "an ERI file as Expr": lambda w: [
@@ -405,6 +445,24 @@ CASES: dict[str, dict[str, Case]] = {
             w.submission,
             "--data",
             w.a_file,
+        ],
+        "manifest is a JSON list": lambda w: [
+            "validate",
+            _manifest_not_an_object(w, "[1, 2]"),
+            "--data",
+            w.eri,
+        ],
+        "manifest is JSON null": lambda w: [
+            "validate",
+            _manifest_not_an_object(w, "null"),
+            "--data",
+            w.eri,
+        ],
+        "manifest's submission is a string": lambda w: [
+            "validate",
+            _manifest_not_an_object(w, '{"submission": "eri"}'),
+            "--data",
+            w.eri,
         ],
     },
     "report": {

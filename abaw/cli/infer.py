@@ -80,15 +80,21 @@ def study_tracks(
     return out
 
 
-def ensemble_track(name: str, runs: str | os.PathLike[str]) -> dict[str, str | None]:
-    """`ensemble NAME` -> the track its manifest records (None when unreadable)."""
-    from abaw.ensemble.manifest import ensemble_dir
+def _text(value: object) -> str | None:
+    """A recorded track: a non-empty string, else None (a hand-edited manifest)."""
+    return value if isinstance(value, str) and value else None
 
-    try:
-        path = ensemble_dir(runs, name) / "manifest.json"
-        return {f"ensemble {name}": json.loads(path.read_text(encoding="utf-8")).get("track")}
-    except (OSError, ValueError, ConfigError):
-        return {f"ensemble {name}": None}
+
+def ensemble_track(name: str, runs: str | os.PathLike[str]) -> dict[str, str | None]:
+    """`ensemble NAME` -> the track its manifest records.
+
+    Read by the ensemble reader itself, so a missing, unreadable or malformed manifest is
+    its one sentence now, not "--track is needed" first.
+    """
+    from abaw.ensemble.manifest import read_manifest
+
+    manifest, _ = read_manifest(name, runs)
+    return {f"ensemble {name}": _text(manifest.get("track"))}
 
 
 def submission_track(path: str | os.PathLike[str]) -> dict[str, str | None]:
@@ -108,9 +114,15 @@ def submission_track(path: str | os.PathLike[str]) -> dict[str, str | None]:
             doc = json.loads(m.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        track = (doc.get("submission") or {}).get("track") or doc.get("track")
+        if not isinstance(doc, dict):  # JSON, but not a manifest: it records no track
+            return {f"{p} (its {m.name} is not a JSON object)": None}
+        sub = doc.get("submission")
+        track = _text(sub.get("track") if isinstance(sub, dict) else None) or _text(
+            doc.get("track")
+        )
         if track:
-            return {f"{p} (its manifest {m.name})": str(track)}
+            return {f"{p} (its manifest {m.name})": track}
+        return {f"{p} (its {m.name} records no track)": None}
     return {f"{p} (no NAME.manifest.json beside it)": None}
 
 

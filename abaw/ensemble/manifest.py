@@ -177,6 +177,14 @@ def read_manifest(name: str, runs: str | os.PathLike[str] = "runs") -> tuple[dic
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(path, "not a readable JSON manifest", found=str(e)) from None
+    if not isinstance(manifest, dict):  # `key in manifest` below would test a list or string
+        raise DataError(
+            path,
+            "not an ensemble manifest",
+            expected="a JSON object (as `abaw ensemble` writes)",
+            found=json.dumps(manifest)[:40],
+            hint="Run `abaw ensemble` again (--force) to write it",
+        )
     for key in REQUIRED:
         if key not in manifest:
             raise DataError(path, f"manifest has no {key!r} entry")
