@@ -22,7 +22,7 @@ from abaw.eri.data import load_eri
 from abaw.eri.synth import write_eri
 from abaw.errors import DataError
 from abaw.expr.data import inspect_data, load_expr
-from abaw.expr.layout import HEADER, TEST_VIDEO_LIST
+from abaw.expr.layout import HEADER, SHORT_FEATURES_FRAMES, TEST_VIDEO_LIST
 from abaw.expr.synth import write_expr
 from abaw.track import get_track
 
@@ -215,6 +215,50 @@ def test_csv_features_covering_part_of_a_train_video_warn(copy):
     d = load_expr(root, use_cache=False)
     warn = [w for w in d.warnings if str(f) in w]
     assert warn and "features end at frame 10" in warn[0] and "filled" in warn[0]
+
+
+def _keep_frames(f: Path, keep) -> list[int]:
+    """Keep the rows of feature CSV `f` whose frame passes `keep`; the frames kept."""
+    lines = f.read_text().splitlines()
+    rows = [r for r in lines[1:] if keep(int(r.split(",", 1)[0]))]
+    f.write_text("\n".join([lines[0], *rows]) + "\n")
+    return [int(r.split(",", 1)[0]) for r in rows]
+
+
+@pytest.mark.parametrize("split", ["Train_Set", "Validation_Set"])
+def test_csv_features_covering_the_middle_of_a_video_warn(copy, split):
+    """Frames 91-120 of 136: the file ends near the video's end, so a check of its last
+    frame alone said nothing; the frames it lists are counted now."""
+    root = copy("expr-csv")
+    ann = _split_videos(root, split)[0]
+    n = len(ann.read_text().strip().split("\n")) - 1
+    f = root / "features" / B / f"{ann.stem}.csv"
+    (first, *_, last) = kept = _keep_frames(f, lambda i: n - 45 <= i <= n - 10)
+    assert last > n - SHORT_FEATURES_FRAMES, "ends within the old check's tolerance"
+    d = load_expr(root, use_cache=False)
+    warn = [w for w in d.warnings if str(f) in w]
+    assert warn, d.warnings
+    holes = "" if len(kept) == last - first + 1 else f", {len(kept)} of them listed"
+    assert (
+        f"features cover frames {first}-{last} of {n}{holes}: the other {n - len(kept)}"
+        in (warn[0])
+    )
+    assert "filled" in warn[0]
+
+
+def test_a_training_run_repeats_the_per_file_warnings(copy):
+    from abaw.expr.track import TRACK
+    from abaw.sweep import build_configs
+
+    root = copy("expr-csv")
+    ann = _split_videos(root, "Train_Set")[0]
+    f = root / "features" / B / f"{ann.stem}.csv"
+    f.write_text("\n".join(f.read_text().splitlines()[:11]) + "\n")
+    configs = build_configs(
+        {"data.backbones": [B], "data.window": 16}, TRACK.sections("fusion"), where="t"
+    )
+    task = TRACK.prepare(root, "fusion", configs, "cpu")
+    assert any(str(f) in n and "features end at frame 10" in n for n in task.notes), task.notes
 
 
 def test_two_feature_files_for_one_video_say_which_is_used(copy):

@@ -28,6 +28,9 @@ class FeatureFile:
     fmt: str
     rows: int | None
     width: int
+    # csv, once read: (first frame, last frame, frames listed within the annotation). Why:
+    # a CSV of frames 91-120 of 136 ends near the end, yet 90 frames have no features.
+    span: tuple[int, int, int] | None = None
 
 
 def feature_file(path: Path) -> FeatureFile:
@@ -149,17 +152,28 @@ def _csv_field_count_error(ff: FeatureFile) -> DataError:
 
 
 def short_features_warning(ff: FeatureFile, n_frames: int) -> str | None:
-    """A per-video warning when an annotation is far longer than the video's features."""
+    """A per-video warning when the features cover far fewer frames than the annotation:
+    a .npy that ends early, a CSV that lists only the start or the middle of the video."""
     if ff.rows is None:
         return None
-    gap = n_frames - ff.rows
-    if gap > max(SHORT_FEATURES_FRAMES, SHORT_FEATURES_FRACTION * n_frames):
+    first, last, covered = ff.span or (1, min(ff.rows, n_frames), min(ff.rows, n_frames))
+    gap = n_frames - covered
+    if gap <= max(SHORT_FEATURES_FRAMES, SHORT_FEATURES_FRACTION * n_frames):
+        return None
+    tail = "have no features and are filled (do the annotation and feature files belong together?)."
+    share = f"{gap} ({100 * gap / max(1, n_frames):.0f}%)"
+    if not covered:
+        return f"{ff.path}: features cover none of the annotation's {n_frames} frames: all {tail}"
+    if first == 1 and last == covered:  # one run from frame 1: the file ends early
         return (
-            f"{ff.path}: features end at frame {ff.rows} but the annotation has {n_frames} "
-            f"frames: the last {gap} ({100 * gap / n_frames:.0f}%) have no features and are "
-            "filled (do the annotation and feature files belong together?)."
+            f"{ff.path}: features end at frame {last} but the annotation has {n_frames} "
+            f"frames: the last {share} {tail}"
         )
-    return None
+    holes = "" if covered == last - first + 1 else f", {covered} of them listed"
+    return (
+        f"{ff.path}: features cover frames {first}-{last} of {n_frames}{holes}: the other "
+        f"{share} {tail}"
+    )
 
 
 def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndarray:
@@ -186,6 +200,8 @@ def read_features(ff: FeatureFile, n_frames: int, *, annotated: bool) -> np.ndar
     else:
         frames, arr = _read_csv(ff)
         ff.rows = int(frames.max()) if len(frames) else 0  # known now: the last frame listed
+        inside = frames[frames <= n_frames]
+        ff.span = (int(inside.min()), int(inside.max()), len(inside)) if len(inside) else (1, 0, 0)
         row_of = lambda i: int(i) + 2  # noqa: E731
     if arr.shape[1] != ff.width:
         raise DataError(ff.path, "feature width differs", expected=ff.width, found=arr.shape[1])

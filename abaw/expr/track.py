@@ -51,6 +51,21 @@ DEMO_VARIANTS = (
 )
 
 
+# Per-file data warnings a training run repeats (the rest stay in `abaw inspect`): features
+# covering part of a video, two feature files for one video. Why: a wrong file pairing
+# trains without a word otherwise; at most _FILE_NOTES of them, then a count.
+_FILE_MARKS = (": features end at frame", ": features cover", "has two feature files")
+_FILE_NOTES = 3
+
+
+def _file_notes(warnings: Sequence[str]) -> list[str]:
+    """The per-file warnings among `warnings`, the first few, then how many more."""
+    hits = [w for w in warnings if any(m in w for m in _FILE_MARKS)]
+    more = len(hits) - _FILE_NOTES
+    tail = [f"{more} more such warnings: `abaw inspect --track expr` lists them"]
+    return hits[:_FILE_NOTES] + (tail if more > 0 else [])
+
+
 class ExprTrack:
     """The Expr track as the shared stages see it."""
 
@@ -130,6 +145,7 @@ class ExprTrack:
         # Say loudly what a run without a test set produces (and data-layer warnings about
         # the test lists): an empty predictions-test.npz must never pass for a real one.
         task.notes += [w for w in data.warnings if w.startswith(("NO TEST SET", LEAKAGE))]
+        task.notes += _file_notes(data.warnings)
         return task
 
     def synth(
