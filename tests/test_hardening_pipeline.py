@@ -170,6 +170,11 @@ def test_a_study_or_file_named_twice_is_refused(ws, tmp_path):
     m = _members(tmp_path, 1)[0]
     with pytest.raises(ConfigError, match=r"twice \(also as"):
         collect_members("eri", files=[m, tmp_path / "m0" / ".." / "m0"])
+    with pytest.raises(ConfigError) as info:  # a folder, and its own devel file
+        collect_members("eri", files=[m, m / "predictions-devel.npz"])
+    assert f"--predictions names '{m / 'predictions-devel.npz'}' twice (also as '{m}')" in str(
+        info.value
+    )
 
 
 def test_every_members_test_file_is_checked_whatever_its_weight(tmp_path):

@@ -278,10 +278,16 @@ def collect_members(
 
 
 def _refuse_repeats(studies: Sequence[str], files: Sequence[str | os.PathLike[str]]) -> None:
-    """A study or file named twice would count every one of its members twice, silently."""
+    """A study or file named twice would count every one of its members twice, silently.
+
+    Files are compared by the devel file they stand for (a folder means its
+    predictions-devel.npz), resolved: `DIR` and `DIR/predictions-devel.npz` are one member.
+    """
     seen: dict[str, str] = {}
     named = [(s, f"--studies names {s!r}") for s in studies]
-    named += [(str(Path(f).resolve()), f"--predictions names {str(f)!r}") for f in files]
+    for f in files:
+        dev = Path(f) / "predictions-devel.npz" if Path(f).is_dir() else Path(f)
+        named.append((str(dev.resolve()), f"--predictions names {str(f)!r}"))
     for key, shown in named:
         if key in seen:
             again = "" if seen[key] == shown else f" (also as {seen[key].split(' names ')[1]})"
