@@ -208,13 +208,15 @@ def sniff_npz(path: Path) -> DataError | None:
         found = f"a text file (a CSV?) starting {head.decode(errors='replace')!r}"
     else:
         found = f"another kind of file (first bytes {head!r})"
+    splits = [s for s in ("devel", "test") if s in Path(path).name] or ["devel", "test"]
+    wrote = " or ".join(f"predictions-{s}.npz" for s in splits)  # the file this one stands for
     return DataError(
         path,
         "not a predictions file",
         expected=NPZ_EXPECTED,
         found=found,
-        hint="Pass the .npz that `abaw train`, `abaw tune` or `abaw ensemble` wrote "
-        "(predictions-test.npz), not a submission CSV",
+        hint=f"Pass the .npz that `abaw train`, `abaw tune` or `abaw ensemble` wrote "
+        f"({wrote}), not a submission CSV",
     )
 
 

@@ -127,6 +127,22 @@ def test_kept_trials_whose_files_are_gone_are_named_at_resume(ws, runs, capsys):
         collect_members("eri", ["tiny"], runs=runs, artifacts=art)
 
 
+def test_kept_trials_whose_files_are_gone_are_listed_by_number(tmp_path, capsys):
+    """kept_trials is best first; the listing reads in trial order (trial 0, 1, 2)."""
+    from abaw.tune.identity import warn_missing_files
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.2, 0.1, 0.9):  # best first: trials 2, 0, 1
+        t = optuna.trial.create_trial(
+            value=value,
+            user_attrs={T.TRIAL_KEPT: True, T.predictions_attr("test"): f"gone-{value}.npz"},
+        )
+        study.add_trial(t)
+    assert warn_missing_files(study, tmp_path) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "(trial 0: test predictions; trial 1: test predictions; trial 2: test" in err
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -260,6 +276,9 @@ def test_a_garbage_journal_line_is_named_with_its_line(runs, where, garbage):
 def test_prediction_files_that_are_cut_or_foreign_say_what_they_are(ws, tmp_path):
     assert "truncated or damaged" in _load_error(ws.cut_npz)
     assert "a text file (a CSV?)" in _load_error(ws.submission)
+    assert "(predictions-devel.npz or predictions-test.npz)" in _load_error(ws.submission)
+    dev = _load_error(ws.member_csv / "predictions-devel.npz")  # the hint names its own split
+    assert "(predictions-devel.npz)" in dev and "predictions-test.npz" not in dev
     np.save(tmp_path / "one.npy", np.zeros(3))
     assert "a single .npy array, not a .npz" in _load_error(tmp_path / "one.npy")
     with zipfile.ZipFile(tmp_path / "other.npz", "w") as z:

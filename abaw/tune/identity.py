@@ -178,7 +178,7 @@ def warn_missing_files(study: optuna.Study, artifacts: Path) -> list[int]:
             if artifact and not (artifacts / str(artifact)).is_file():
                 gone.setdefault(t.number, []).append(what)
     if gone:
-        listing = "; ".join(f"trial {n}: {', '.join(w)}" for n, w in list(gone.items())[:5])
+        listing = "; ".join(f"trial {n}: {', '.join(w)}" for n, w in sorted(gone.items())[:5])
         more = f" (and {len(gone) - 5} more trials)" if len(gone) > 5 else ""
         warn(
             f"study {study.study_name!r}: files of {len(gone)} kept trial(s) are gone from "
