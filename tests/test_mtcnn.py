@@ -9,6 +9,7 @@ weights is measured by benchmarks/bench_extract.py --detector mtcnn (docs/extrac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,28 @@ def test_the_faces_path_takes_the_largest_face_and_aligns_it(tmp_path):
         assert a.box == pytest.approx(b.box, abs=1e-3)
     quiet = build_detector(DetectorConfig("mtcnn", str(_weights(tmp_path / "n", fire=False))))
     assert quiet(frames[0]) is None
+
+
+def test_extract_with_mtcnn_records_all_three_files_and_refuses_a_changed_one(tmp_path):
+    """`abaw extract --detector mtcnn` end to end (weights that always fire, so rows are
+    written): the manifest's detector checksum covers pnet, rnet and onet, and a rerun after
+    one of them changed is refused rather than mixed in."""
+    from abaw.extract import extract
+    from abaw.extract import testmedia as tm
+
+    tm.eri_data(tmp_path / "eri", tmp_path / "videos", splits={"train": 1, "devel": 1,
+                "test": 1}, seconds=1.0)  # fmt: skip
+    r18 = tm.random_weights("torchvision:resnet18", tmp_path / "r18.pth")
+    folder = _weights(tmp_path / "mtcnn", fire=True)
+    kw = dict(backbone="torchvision:resnet18", weights=r18, input_size=32, workers=0,
+              videos=tmp_path / "videos", detector="mtcnn", detector_weights=folder,
+              show_progress=False)  # fmt: skip
+    res = extract("eri", tmp_path / "eri", name="M", **kw)
+    assert res.written == 3 and res.manifest is not None
+    settings = json.loads(res.manifest.read_text(encoding="utf-8"))["settings"]
+    assert settings["detector"] == "mtcnn"
+    assert settings["detector_sha256"] == detector_sha256(DetectorConfig("mtcnn", str(folder)))
+    _weights(tmp_path / "other", seed=1)
+    (folder / "rnet.pt").write_bytes((tmp_path / "other" / "rnet.pt").read_bytes())
+    with pytest.raises(ConfigError, match="detector weights"):
+        extract("eri", tmp_path / "eri", name="M", **kw)

@@ -24,8 +24,8 @@ from abaw.console import progress
 from abaw.errors import ConfigError
 from abaw.extract import manifest as mf
 from abaw.extract import pipeline, spectrum
-from abaw.extract.backbones import Backbone, load_backbone, sha256_file
-from abaw.extract.faces import DetectorConfig, check_detector
+from abaw.extract.backbones import Backbone, load_backbone
+from abaw.extract.faces import DetectorConfig, check_detector, detector_sha256
 from abaw.extract.spectrum import FastSpectrum
 from abaw.extraction import ExtractPlan
 from abaw.io import safe_name, umask_mode
@@ -133,7 +133,7 @@ def _settings(plan, bb, det, det_path, reference, sample_rate, precision) -> dic
         "images": plan.sources.get("images") if plan.media == "frames" else None,
         "detector": det.name if video else None,
         "detector_file": det_path.name if video and det_path else None,
-        "detector_sha256": sha256_file(det_path) if video and det_path else None,
+        "detector_sha256": detector_sha256(det) if video and det_path else None,  # mtcnn: 3 files
         "face_margin": det.crop_margin() if video else None,
         "faces": video,
         "reference": bool(reference) if plan.media == "audio" else None,
@@ -267,9 +267,11 @@ def extract(
     if reference and plan.media != "audio":
         raise ConfigError("--reference applies to --audio deepspectrum only")
     bb = _backbone(plan, backbone, weights, input_size, mean, std)
-    det = DetectorConfig(detector, str(detector_weights) if detector_weights else None, face_margin)
-    det_path = check_detector(det) if plan.media == "video" else None
     dev = resolve_device(device)
+    det = DetectorConfig(
+        detector, str(detector_weights) if detector_weights else None, face_margin, str(dev)
+    )  # a torch detector (mtcnn) runs where the backbone does when workers=0
+    det_path = check_detector(det) if plan.media == "video" else None
     prec = _precision(dev, precision)
     settings = _settings(plan, bb, det, det_path, reference, sample_rate, prec)
     parsed = mf.parse_shard(shard)
