@@ -233,6 +233,17 @@ CASES: dict[str, dict[str, Case]] = {
             "--name",
             "twice",
         ],
+        "a study in two --studies": lambda w: [
+            "ensemble",
+            "--studies",
+            "tiny",
+            "--studies",
+            "tiny",
+            "--runs",
+            w.runs,
+            "--name",
+            "twice2",
+        ],
         "a CSV member": lambda w: [
             "ensemble",
             "--track",

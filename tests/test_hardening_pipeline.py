@@ -193,6 +193,27 @@ def test_a_study_or_file_named_twice_is_refused(ws, tmp_path):
     )
 
 
+def test_a_repeated_member_flag_adds_its_values(ws, tmp_path, capsys):
+    """`--studies A --studies B` and `--predictions X --predictions Y` kept only the last;
+    both count now, so a repeat across flags is refused as named twice."""
+    from abaw.cli import build_parser
+
+    argv = ["ensemble", "--studies", "a", "--studies", "b,c", "--name", "n"]
+    args = build_parser().parse_args([*argv, "--predictions", "x", "--predictions", "y", "z"])
+    assert args.studies == ["a", "b,c"] and args.predictions == ["x", "y", "z"]
+    rc = run(
+        ["ensemble", "--studies", "tiny", "--studies", "tiny", "--runs", ws.runs, "--name", "r"]
+    )
+    assert rc == 1 and "--studies names 'tiny' twice" in capsys.readouterr().err
+    m = _members(tmp_path, 1)[0]
+    dev = m / "predictions-devel.npz"
+    rc = run(
+        ["ensemble", "--predictions", m, "--predictions", dev, "--runs", ws.runs, "--name", "r"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and f"--predictions names '{dev}' twice (also as '{m}')" in err
+
+
 def test_every_members_test_file_is_checked_whatever_its_weight(tmp_path):
     """A teammate's test file missing IDs is refused at collection, before any weight exists
     (greedy could give it weight 0 and leave it unread)."""

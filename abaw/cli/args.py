@@ -239,18 +239,23 @@ def _args_studies(p: argparse.ArgumentParser) -> None:
 def _args_ensemble(p: argparse.ArgumentParser) -> None:
     _track(p, required=False)
     g = p.add_argument_group("members")
-    g.add_argument(
-        "--studies", metavar="A,B", default="", help="comma-separated study names (kept trials)"
+    g.add_argument(  # repeatable: a second --studies adds, it does not replace the first
+        "--studies",
+        action="append",
+        metavar="A,B",
+        help="comma-separated study names (kept trials); repeatable",
     )
     g.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="best trials taken from each study"
     )
-    g.add_argument(
+    g.add_argument(  # repeatable: every --predictions adds its paths (one flat list)
         "--predictions",
         nargs="+",
+        action="extend",
         metavar="PATH",
         help="members made outside abaw: a folder with predictions-devel.npz and "
-        "predictions-test.npz, or a *devel*.npz file whose test file is the same name with 'test'",
+        "predictions-test.npz, or a *devel*.npz file whose test file is the same name with "
+        "'test'; repeatable",
     )
     p.add_argument(
         "--method",

@@ -220,14 +220,15 @@ def ensemble(args: argparse.Namespace) -> int:
     from abaw.ensemble import build_ensemble
 
     storages = list(args.storage) if args.storage else [None]
-    recorded = infer.study_tracks(_csv_list(args.studies) or [], storages, args.runs)
+    studies = _csv_list(",".join(args.studies or [])) or []  # every --studies, flattened
+    recorded = infer.study_tracks(studies, storages, args.runs)
     for f in args.predictions or []:
         recorded[f"predictions {f}"] = infer.npz_track(infer.member_file(f))
     args.track = infer.resolve_track(args.track, recorded, "ensemble")
     res = build_ensemble(
         args.track,
         name=args.name,
-        studies=_csv_list(args.studies) or [],
+        studies=studies,
         predictions=args.predictions or [],
         top_k=args.top_k,
         method=args.method,
