@@ -115,11 +115,12 @@ def safe_name(name: str, *, what: str = "name") -> str:
     """Return `name` if it is safe as a single file or folder name, else raise UnsafeNameError.
 
     IDs and video names come from user files; one with a path separator or `..`
-    could write outside the output folder.
+    could write outside the output folder, and a blank one (' ') makes a folder no one sees.
     """
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+    if not name.strip() or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        shown = f"'{name}'" if name.isprintable() else repr(name)  # as the user typed it
         raise UnsafeNameError(
-            f"{what} {name!r} is not a plain file name (no '/', '\\\\', '..' or empty)"
+            f"{what} {shown} is not a plain file name (no '/', '\\', '..', not blank)"
         )
     return name
 

@@ -147,6 +147,8 @@ def test_kept_trials_whose_files_are_gone_are_listed_by_number(tmp_path, capsys)
     ("kw", "match"),
     [
         ({"study": ""}, r"--study '' is not a plain file name"),
+        ({"study": " "}, r"--study ' ' is not a plain file name .*not blank.*leave --study out"),
+        ({"study": "a\\b"}, r"--study 'a\\b' is not a plain file name \(no '/', '\\', "),
         ({"timeout": -5}, r"--timeout must be a number of seconds > 0, got -5"),
         ({"timeout": float("nan")}, r"--timeout must be"),
     ],
@@ -154,6 +156,9 @@ def test_kept_trials_whose_files_are_gone_are_listed_by_number(tmp_path, capsys)
 def test_empty_study_name_and_bad_timeout_are_refused(ws, tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         _tune(ws, tmp_path / "runs", **kw)
+    assert not (tmp_path / "runs" / "tune").exists() or not any(
+        (tmp_path / "runs" / "tune").iterdir()
+    ), "nothing made for a refused study"
 
 
 def test_an_empty_space_under_a_fixed_seed_is_refused(ws, tmp_path):

@@ -448,7 +448,7 @@ def test_frame_list_problems_collected_and_bad_rows_left_out(tmp_path):
     fl = read_frame_list(f, report=found.append)
     assert [(e.problem, e.row) for e in found] == [
         ("malformed test frame row", 3),
-        ("video name '../x' is not a plain file name (no '/', '\\\\', '..' or empty)", 4),
+        ("video name '../x' is not a plain file name (no '/', '\\', '..', not blank)", 4),
         ("frame number below 1", 5),
         ("frame listed twice", None),
     ]

@@ -139,11 +139,11 @@ def _check_folders(runs: str | os.PathLike[str], artifacts: str | os.PathLike[st
 
 
 def _check_name(name: str) -> str:
-    """The study name, which becomes a folder name under `<runs>/tune/`."""
+    """The study name, which becomes a folder name under `<runs>/tune/` (so not ' ')."""
     try:
         safe_name(name, what="--study")
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"{e}; leave --study out for the sweep's name") from None
     return name
 
 
