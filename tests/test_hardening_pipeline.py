@@ -299,6 +299,17 @@ def test_a_garbage_journal_line_is_named_with_its_line(runs, where, garbage):
     assert repr(garbage[:60]) in msg and f"head -n {i}" in msg
 
 
+def test_a_damaged_journal_is_named_by_ensemble_without_track(runs, capsys):
+    """Looking up the studies' track swallowed the journal's error: "--track is needed"."""
+    path = journal(runs)
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(4, '{"op_code": 5}\n')
+    path.write_text("".join(lines))
+    assert run(["ensemble", "--studies", "tiny", "--runs", runs, "--name", "g"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}, line 5: damaged journal record" in err and "--track is needed" not in err
+
+
 def test_prediction_files_that_are_cut_or_foreign_say_what_they_are(ws, tmp_path):
     assert "truncated or damaged" in _load_error(ws.cut_npz)
     assert "a text file (a CSV?)" in _load_error(ws.submission)

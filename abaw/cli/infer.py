@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from abaw.errors import ConfigError
+from abaw.errors import ConfigError, DataError
 from abaw.track import track_names
 
 
@@ -72,6 +72,8 @@ def study_tracks(
         for storage in storages:
             try:
                 study = load_study(name, storage=storage, runs=runs)
+            except DataError:  # a damaged journal: said now, not "--track is needed"
+                raise
             except Exception:  # noqa: BLE001  not in this storage; the ensembler says so later
                 continue
             track, found = study_info(study).get("track"), True
