@@ -190,3 +190,26 @@ def test_media_missing_for_a_sample(base, tmp_path, capsys):
     code, err = _run(capsys, *_eri(base, videos, "M"))
     assert code == 1
     _one_line(err, "media missing for samples of the tables", "1 sample(s) without one: 00000")
+
+
+def test_folders_and_files_where_the_other_is_expected(base, tmp_path, capsys):
+    """--weights given a folder, --videos given a file: the message says which it is."""
+    code, err = _run(capsys, *_expr(base, base / "expr", weights="."))
+    assert code == 1
+    _one_line(err, "is a folder, not a weights file", "torchvision:resnet18 expects 100 tensors")
+    a_file = base / "r18.pth"
+    code, err = _run(capsys, "--track", "eri", "--data", str(base / "eri"), "--videos",
+                     str(a_file), "--name", "V", "--backbone", "torchvision:resnet18",
+                     "--weights", str(a_file))  # fmt: skip
+    assert code == 1
+    _one_line(err, str(a_file), "video folder not found", "found a file")
+
+
+def test_face_options_on_a_run_without_faces_are_refused(base, capsys):
+    """Expr frames are already cropped: a --detector option there would be silently ignored."""
+    code, err = _run(capsys, *_expr(base, base / "expr"), "--detector-weights", "x.onnx")
+    assert code == 1
+    _one_line(err, "--detector, --detector-weights and --face-margin apply to ERI videos")
+    code, err = _run(capsys, *_expr(base, base / "expr"), "--face-margin", "1.3")
+    assert code == 1 and "apply to ERI videos" in err
+    assert not (base / "expr" / "features" / "R").exists()

@@ -101,7 +101,10 @@ def extract_plan(
     vdir = Path(videos)
     if not vdir.is_dir():
         raise DataError(
-            vdir, "video folder not found", expected="a folder of <id>.mp4 files", found="nothing"
+            vdir,
+            "video folder not found",
+            expected="a folder of <id>.mp4 files (--videos DIR)",
+            found="a file" if vdir.exists() else "nothing",
         )
     exts = AUDIO_EXT + VIDEO_EXT if audio else VIDEO_EXT
     index = _media_index(vdir, exts)

@@ -173,8 +173,9 @@ def need_file(path: Path, arch: str, model: nn.Module, published: str) -> None:
     if path.is_file():
         return
     want = _expected(model)
+    what = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
     raise ConfigError(
-        f"{path}: weights file not found (--weights names a local file; nothing is "
+        f"{path}: {what} (--weights names a local file; nothing is "
         f"downloaded). {arch} expects {len(want)} tensors such as "
         f"{_shape_list(list(want.items()), 3)}. Weights for {arch} are published as {published}"
     )

@@ -266,6 +266,11 @@ def extract(
     plan = tr.extract_plan(Path(data), name=name, **_check_options(tr, options))
     if reference and plan.media != "audio":
         raise ConfigError("--reference applies to --audio deepspectrum only")
+    if plan.media != "video" and (detector != "haar" or detector_weights or face_margin):
+        raise ConfigError(  # silently ignored, a user would believe the faces were re-detected
+            "--detector, --detector-weights and --face-margin apply to ERI videos (faces are "
+            f"detected there); this run reads {plan.media}: leave them out"
+        )
     bb = _backbone(plan, backbone, weights, input_size, mean, std)
     dev = resolve_device(device)
     det = DetectorConfig(
