@@ -242,3 +242,18 @@ def test_the_public_helpers_of_recovery_work_on_the_installed_optuna(tmp_path):
     store = FileSystemArtifactStore(tmp_path / "artifacts")
     assert R.artifact_root(store) == tmp_path / "artifacts"
     assert R.artifact_file(store, artifact_id="x") == tmp_path / "artifacts" / "x"
+
+
+def test_the_journal_record_check_knows_every_optuna_operation():
+    """abaw/tune/journal.py checks each journal line against the keys Optuna's replay reads,
+    by operation code: an Optuna that adds, renumbers or drops an operation fails here with
+    the difference, before a valid journal is called damaged."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    from abaw.tune.journal import _OP_KEYS
+
+    ours = set(_OP_KEYS)
+    theirs = {op.value: op.name for op in JournalOperation}
+    assert ours == set(theirs), (
+        f"journal operations: Optuna has {sorted(theirs.items())}, abaw checks {sorted(ours)}"
+    )
